@@ -1,0 +1,145 @@
+"""Everything the runner keeps in Redis: locks, queued markers and the shutdown flag.
+
+Redis is the fast path; the records database is the safety net. Losing every key here
+(a Redis restart) costs time, never correctness: the sweep rebuilds what is missing.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import redis
+from redis.exceptions import RedisError
+
+from data_tasks.errors import ServiceUnavailable
+from data_tasks.settings import Settings, redact
+
+# A queued marker outlives any sensible wait in the queue; after it, the sweep re-publishes
+# (safely: the new claim's epoch fences the old message off).
+QUEUED_MARKER_SECONDS = 24 * 3600
+SHUTDOWN_FLAG_SECONDS = 3600
+
+# Extend the lock if we still own it, and say whether our worker is shutting down: one round trip.
+_RENEW_AND_POLL = """
+local owned = 0
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    redis.call('pexpire', KEYS[1], ARGV[2])
+    owned = 1
+end
+return {owned, redis.call('exists', KEYS[2])}
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+def connect(settings: Settings, timeout: float | None = None) -> redis.Redis:
+    """A Redis client with short timeouts, so that an outage is an error, not a hang."""
+    seconds = timeout if timeout is not None else settings.connect_timeout_seconds
+    return redis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=seconds, socket_timeout=max(seconds, 10.0)
+    )
+
+
+def unavailable(settings: Settings, error: RedisError) -> ServiceUnavailable:
+    """The one-line error for a Redis that cannot be reached."""
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return ServiceUnavailable("Redis", redact(settings.redis_url), reason)
+
+
+class TaskLock:
+    """A lease on running one data task: SET NX with a token, renewed and released by token."""
+
+    def __init__(self, client: redis.Redis, name: str, seconds: float, flag_key: str) -> None:
+        self.client = client
+        self.name = name
+        self.milliseconds = max(1, int(seconds * 1000))
+        self.flag_key = flag_key
+        self.token = secrets.token_hex(16)
+        self._renew = client.register_script(_RENEW_AND_POLL)
+        self._release = client.register_script(_RELEASE)
+
+    def acquire(self) -> bool:
+        """Take the lease if nobody holds it."""
+        return bool(self.client.set(self.name, self.token, nx=True, px=self.milliseconds))
+
+    def renew_and_poll(self) -> tuple[bool, bool]:
+        """Extend the lease; returns (still ours, worker shutting down)."""
+        owned, shutting_down = self._renew(
+            keys=[self.name, self.flag_key], args=[self.token, self.milliseconds]
+        )
+        return bool(owned), bool(shutting_down)
+
+    def release(self) -> None:
+        """Give the lease back if it is still ours."""
+        self._release(keys=[self.name], args=[self.token])
+
+
+class Coordinator:
+    """The runner's Redis keys, under one prefix."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self.prefix = settings.key_prefix
+
+    def task_lock(self, version: str, hostname: str) -> TaskLock:
+        """The lease on running a version."""
+        return TaskLock(
+            self.client,
+            f"{self.prefix}:lock:{version}",
+            self.settings.lock_seconds,
+            self.shutdown_key(hostname),
+        )
+
+    def hook_lock(self, seconds: float = 60.0) -> Any:
+        """The lock that serialises deploy hooks and sweeps (redis-py's Lock)."""
+        return self.client.lock(
+            f"{self.prefix}:hook", timeout=seconds, blocking=True, blocking_timeout=15
+        )
+
+    def locked_versions(self, versions: Iterable[str]) -> set[str]:
+        """The versions whose run lease is held now (one pipelined round trip)."""
+        versions = list(versions)
+        if not versions:
+            return set()
+        pipe = self.client.pipeline(transaction=False)
+        for version in versions:
+            pipe.exists(f"{self.prefix}:lock:{version}")
+        return {v for v, held in zip(versions, pipe.execute(), strict=True) if held}
+
+    def mark_queued(self, epochs: Mapping[str, int]) -> None:
+        """Remember that a job for each (version, epoch) was handed to the broker."""
+        if not epochs:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for version, epoch in epochs.items():
+            pipe.set(f"{self.prefix}:queued:{version}", epoch, ex=QUEUED_MARKER_SECONDS)
+        pipe.execute()
+
+    def queued_epochs(self, versions: Iterable[str]) -> dict[str, int | None]:
+        """The epoch each version was last queued at, None where Redis has no marker."""
+        versions = list(versions)
+        if not versions:
+            return {}
+        values = self.client.mget([f"{self.prefix}:queued:{v}" for v in versions])
+        return {
+            version: int(value) if value is not None else None
+            for version, value in zip(versions, values, strict=True)
+        }
+
+    def shutdown_key(self, hostname: str) -> str:
+        """The flag that tells chunks in a worker's children that the worker is stopping."""
+        return f"{self.prefix}:shutdown:{hostname}"
+
+    def set_shutting_down(self, hostname: str, value: bool = True) -> None:
+        """Raise or clear a worker's shutdown flag."""
+        if value:
+            self.client.set(self.shutdown_key(hostname), 1, ex=SHUTDOWN_FLAG_SECONDS)
+        else:
+            self.client.delete(self.shutdown_key(hostname))

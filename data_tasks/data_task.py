@@ -1,0 +1,141 @@
+"""The data task: what a task file declares, and the batch it is run in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+# The cursor of a one-shot or custom task whose last batch has committed.
+FINISHED = {"data_tasks": "finished"}
+
+# A check returns None when the change is really done, or a message saying what is not.
+Check = Callable[[Session], str | None]
+# A throttle returns how many seconds to back off before the next batch (0: go on).
+Throttle = Callable[[Session], float]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One unit of work: what it covers and where the next one starts."""
+
+    # Where the next batch starts; known before the batch runs, except for custom batches.
+    next_cursor: Any
+    # Keys or rows this batch covers, for progress.
+    size: int
+    # What the author's function gets: bounds, rows, or the cursor.
+    payload: Any = None
+    # True for a custom batch, whose function returns the next cursor itself.
+    cursor_from_apply: bool = False
+
+
+@dataclass(frozen=True)
+class Options:
+    """What every shape of data task may set."""
+
+    # Versions this task waits for; None means every earlier version (after_party's order).
+    depends_on: tuple[str, ...] | None = None
+    # Keys or rows per batch.
+    batch_size: int = 1000
+    # Aim each batch at this duration by growing or shrinking batch_size (None: fixed size).
+    target_batch_seconds: float | None = None
+    min_batch_size: int = 10
+    max_batch_size: int = 100_000
+    # Overrides of the runner's defaults for this task.
+    chunk_seconds: float | None = None
+    max_attempts: int | None = None
+
+
+class DataTask:
+    """A one-time data change; the shapes below say how it is split into batches."""
+
+    shape = "data task"
+
+    def __init__(self, function: Callable[..., Any], options: Options) -> None:
+        self.function = function
+        self.options = options
+        # Filled in by discovery from the file name and the module docstring.
+        self.version = ""
+        self.name = getattr(function, "__name__", "data_task")
+        self.description = (function.__doc__ or "").strip()
+        self.checks: list[Check] = []
+        self.throttles: list[Throttle] = []
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.version or '?'} {self.name}>"
+
+    @property
+    def depends_on(self) -> tuple[str, ...] | None:
+        """The versions this task waits for, or None for every earlier one."""
+        return self.options.depends_on
+
+    def check(self, function: Check) -> Check:
+        """Register a check that must pass before the task is marked succeeded."""
+        self.checks.append(function)
+        return function
+
+    def throttle(self, function: Throttle) -> Throttle:
+        """Register a throttle asked before each batch."""
+        self.throttles.append(function)
+        return function
+
+    def estimate_total(self, session: Session, cursor: Any) -> int | None:
+        """How many keys or rows remain from the cursor on (None when unknown)."""
+        return None
+
+    def plan(self, session: Session, cursor: Any, batch_size: int) -> Batch | None:
+        """The next batch from the cursor, or None when nothing is left. Reads only."""
+        raise NotImplementedError
+
+    def apply(self, session: Session, batch: Batch) -> Any:
+        """Run the author's function on the batch, in the batch's transaction."""
+        raise NotImplementedError
+
+    def failed_check(self, session: Session) -> str | None:
+        """The first failing check's message, or None when all pass."""
+        for check in self.checks:
+            message = check(session)
+            if message:
+                return str(message)
+        return None
+
+    def backoff_seconds(self, session: Session) -> float:
+        """The longest back-off any throttle asks for now."""
+        return max((float(throttle(session)) for throttle in self.throttles), default=0.0)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot of how far a data task has got."""
+
+    processed: int
+    total: int | None
+    batches: int = 0
+    rows_per_second: float | None = None
+
+    @property
+    def percent(self) -> float | None:
+        """Processed as a percentage of the estimated total."""
+        if not self.total:
+            return None
+        return min(100.0, 100.0 * self.processed / self.total)
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Seconds left at the current rate."""
+        if not self.total or not self.rows_per_second:
+            return None
+        return max(0.0, (self.total - self.processed) / self.rows_per_second)
+
+
+def as_versions(depends_on: Sequence[str] | None) -> tuple[str, ...] | None:
+    """Normalise a depends_on argument to a tuple of version strings."""
+    if depends_on is None:
+        return None
+    if isinstance(depends_on, str):
+        return (depends_on,)
+    return tuple(str(version) for version in depends_on)
+
+

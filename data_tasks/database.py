@@ -1,0 +1,70 @@
+"""Engines for the records database, tuned for PostgreSQL and SQLite."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import DBAPIError
+
+from data_tasks.errors import ServiceUnavailable
+from data_tasks.settings import redact
+
+
+def normalize_url(url: str) -> str:
+    """Pick the psycopg 3 driver for plain postgres URLs, which is the one this package installs."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def make_engine(url: str, connect_timeout: float | None = None, **kwargs: Any) -> Engine:
+    """An engine with short connect timeouts, pre-ping, and SQLite set up for concurrent writers."""
+    url = normalize_url(url)
+    connect_args: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        # A writer waits for another instead of failing at once; the runner has one writer per task.
+        connect_args["timeout"] = 30
+        engine = create_engine(url, connect_args=connect_args, **kwargs)
+        _use_immediate_transactions(engine)
+        return engine
+    if connect_timeout is not None and url.startswith("postgresql"):
+        connect_args["connect_timeout"] = max(1, round(connect_timeout))
+    return create_engine(url, connect_args=connect_args, pool_pre_ping=True, **kwargs)
+
+
+def _use_immediate_transactions(engine: Engine) -> None:
+    """Make SQLite take its write lock at BEGIN (SQLAlchemy's documented recipe), in WAL mode.
+
+    pysqlite otherwise defers BEGIN until the first write, so a compare-and-set would read
+    outside the transaction that commits it.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def check_reachable(engine: Engine) -> None:
+    """Raise ServiceUnavailable with one line when the database cannot be reached."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except DBAPIError as error:
+        raise ServiceUnavailable("database", redact(str(engine.url)), _first_line(error)) from None
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of a driver's error, which is the part a person needs."""
+    message = str(getattr(error, "orig", None) or error).strip()
+    return message.splitlines()[0] if message else type(error).__name__

@@ -1,0 +1,119 @@
+"""Finding data task files by name and loading them by path."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import re
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from data_tasks.data_task import DataTask
+from data_tasks.errors import InvalidTaskFile, UnknownVersion
+
+FILE_PATTERN = re.compile(r"^(?P<version>\d{14})_(?P<name>[a-z][a-z0-9_]*)\.py$")
+VERSION_PATTERN = re.compile(r"^\d{14}$")
+
+
+@dataclass(frozen=True)
+class TaskFile:
+    """A data task file found in the task directory, not yet imported."""
+
+    version: str
+    name: str
+    path: Path
+
+    def source_hash(self) -> str:
+        """SHA-256 of the file's bytes, to notice when a failed task's file was fixed."""
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+
+def discover(tasks_dir: Path) -> list[TaskFile]:
+    """Every task file in the directory, sorted by version; raises on a bad name or a duplicate."""
+    if not tasks_dir.is_dir():
+        raise InvalidTaskFile(str(tasks_dir), "the task directory does not exist")
+    found: dict[str, TaskFile] = {}
+    for path in sorted(tasks_dir.iterdir()):
+        if path.suffix != ".py" or path.name.startswith(("_", ".")):
+            continue
+        match = FILE_PATTERN.match(path.name)
+        if match is None:
+            raise InvalidTaskFile(
+                str(path), "name must be <14-digit UTC timestamp>_<snake_case_name>.py"
+            )
+        version = match["version"]
+        if version in found:
+            raise InvalidTaskFile(
+                str(path), f"version {version} is also used by {found[version].path.name}"
+            )
+        found[version] = TaskFile(version, match["name"], path)
+    return [found[version] for version in sorted(found)]
+
+
+def load(task_file: TaskFile) -> DataTask:
+    """Import a task file by path and return the one data task it declares."""
+    module_name = f"data_tasks_files.v{task_file.version}_{task_file.name}"
+    try:
+        spec = importlib.util.spec_from_file_location(module_name, task_file.path)
+        if spec is None or spec.loader is None:
+            raise InvalidTaskFile(str(task_file.path), "cannot be imported")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except InvalidTaskFile:
+        raise
+    except SyntaxError as error:
+        reason = f"syntax error at line {error.lineno}: {error.msg}"
+        raise InvalidTaskFile(str(task_file.path), reason) from None
+    except Exception as error:
+        where = traceback.extract_tb(error.__traceback__)[-1]
+        reason = f"raised {type(error).__name__} at import (line {where.lineno}): {error}"
+        raise InvalidTaskFile(str(task_file.path), reason) from None
+    declared = [value for value in vars(module).values() if isinstance(value, DataTask)]
+    if not declared:
+        raise InvalidTaskFile(
+            str(task_file.path),
+            "declares no data task (decorate a function with one_shot, keyset_backfill, "
+            "row_iteration or custom_batches)",
+        )
+    if len(declared) > 1:
+        names = ", ".join(sorted(task.name for task in declared))
+        raise InvalidTaskFile(str(task_file.path), f"declares more than one data task: {names}")
+    task = declared[0]
+    task.version = task_file.version
+    task.name = task_file.name
+    task.description = (module.__doc__ or task.description or "").strip()
+    # Keep it importable by name so that pickling-free introspection and tracebacks work.
+    sys.modules.setdefault(module_name, module)
+    return task
+
+
+class Catalog:
+    """The data tasks of one directory, loaded on first use and kept."""
+
+    def __init__(self, tasks_dir: Path) -> None:
+        self.tasks_dir = tasks_dir
+        self._files: dict[str, TaskFile] | None = None
+        self._loaded: dict[str, DataTask] = {}
+
+    def files(self, refresh: bool = False) -> dict[str, TaskFile]:
+        """Task files by version."""
+        if self._files is None or refresh:
+            self._files = {task_file.version: task_file for task_file in discover(self.tasks_dir)}
+        return self._files
+
+    def file(self, version: str) -> TaskFile:
+        """The file of a version, looking at the directory again before giving up."""
+        if not VERSION_PATTERN.match(version):
+            raise UnknownVersion(version)
+        found = self.files().get(version) or self.files(refresh=True).get(version)
+        if found is None:
+            raise UnknownVersion(version)
+        return found
+
+    def task(self, version: str) -> DataTask:
+        """The loaded data task of a version."""
+        if version not in self._loaded:
+            self._loaded[version] = load(self.file(version))
+        return self._loaded[version]

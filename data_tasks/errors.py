@@ -1,0 +1,56 @@
+"""Every error the runner raises on purpose: one base class, context as attributes."""
+
+from __future__ import annotations
+
+
+class DataTaskError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class InvalidTaskFile(DataTaskError):
+    """A file in the task directory cannot be used as a data task."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"invalid task file {path}: {reason}")
+
+
+class UnknownVersion(DataTaskError):
+    """A version names no data task (no file, or no record)."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+        super().__init__(f"unknown data task version {version!r}")
+
+
+class InvalidTransition(DataTaskError):
+    """A status change that the state machine does not allow."""
+
+    def __init__(self, version: str, from_: str, to: str) -> None:
+        self.version = version
+        self.from_ = from_
+        self.to = to
+        super().__init__(f"data task {version}: cannot go from {from_} to {to}")
+
+
+class DependencyError(DataTaskError):
+    """A dependency names an unknown version or forms a cycle."""
+
+
+class ServiceUnavailable(DataTaskError):
+    """The database or Redis cannot be reached."""
+
+    def __init__(self, service: str, url: str, reason: str) -> None:
+        self.service = service
+        self.url = url
+        self.reason = reason
+        super().__init__(f"{service} unreachable at {url}: {reason}")
+
+
+class InvalidMessage(DataTaskError):
+    """A chunk job message that is not what the runner publishes."""
+
+
+class CheckFailed(DataTaskError):
+    """A data task's verification check did not pass."""

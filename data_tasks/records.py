@@ -1,0 +1,190 @@
+"""The task_records table: one row per data task, the single source of truth about it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Dialect,
+    Engine,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from data_tasks.errors import UnknownVersion
+from data_tasks.status import Status, check_transition
+
+
+def utcnow() -> datetime:
+    """The current time in UTC, as every timestamp in the records is."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC, also on SQLite which drops the zone."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Store UTC."""
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC)
+            if dialect.name == "sqlite":
+                value = value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Read back as aware UTC."""
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+def encode_cursor(cursor: Any) -> str | None:
+    """Canonical JSON text of a cursor, so that equal cursors compare equal in SQL."""
+    if cursor is None:
+        return None
+    return json.dumps(cursor, sort_keys=True, separators=(",", ":"))
+
+
+def decode_cursor(text: str | None) -> Any:
+    """The cursor stored as JSON text."""
+    return None if text is None else json.loads(text)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the runner's own tables."""
+
+
+class TaskRecord(Base):
+    """The state of one data task: status, fencing epoch, cursor, progress and errors."""
+
+    __tablename__ = "task_records"
+
+    version: Mapped[str] = mapped_column(String(14), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default=Status.PENDING.value)
+    # Bumped by every claim; a batch commits only with the epoch it was claimed at.
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    # Canonical JSON text: where the next batch starts (null: at the beginning).
+    cursor: Mapped[str | None] = mapped_column(Text, nullable=True)
+    processed: Mapped[int] = mapped_column(BigInteger, default=0)
+    total: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    batch_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Failed attempts since the last committed batch.
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    traceback: Mapped[str | None] = mapped_column(Text, nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # Hash of the task file when it was last claimed: a failed task is retried once it changes.
+    source_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    @property
+    def state(self) -> Status:
+        """The status as the enum."""
+        return Status(self.status)
+
+    @property
+    def cursor_value(self) -> Any:
+        """The decoded cursor."""
+        return decode_cursor(self.cursor)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field, JSON-ready (timestamps as ISO 8601, the cursor decoded)."""
+        result: dict[str, Any] = {}
+        for column in self.__table__.columns:
+            value = getattr(self, column.key)
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            result[column.key] = value
+        result["cursor"] = self.cursor_value
+        return result
+
+
+RECORD_FIELDS = tuple(column.key for column in TaskRecord.__table__.columns)
+
+
+def create_tables(engine: Engine) -> None:
+    """Create task_records if it is missing."""
+    Base.metadata.create_all(engine)
+
+
+def load_all(session: Session) -> dict[str, TaskRecord]:
+    """Every record by version, in one query."""
+    return {record.version: record for record in session.scalars(select(TaskRecord))}
+
+
+def get(session: Session, version: str) -> TaskRecord:
+    """The record of a version, or UnknownVersion."""
+    record = session.get(TaskRecord, version)
+    if record is None:
+        raise UnknownVersion(version)
+    return record
+
+
+def insert_missing(session: Session, rows: Iterable[tuple[str, str]]) -> int:
+    """Insert pending records for (version, name) pairs, ignoring ones another process inserted."""
+    values = [
+        {"version": version, "name": name, "status": Status.PENDING.value, "epoch": 0}
+        for version, name in rows
+    ]
+    if not values:
+        return 0
+    dialect = session.get_bind().dialect.name
+    now = utcnow()
+    for row in values:
+        row.update(processed=0, attempts=0, created_at=now)
+    if dialect == "postgresql":
+        statement: Any = postgresql.insert(TaskRecord).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        statement = sqlite.insert(TaskRecord).on_conflict_do_nothing()
+    else:
+        statement = insert(TaskRecord).prefix_with("IGNORE")
+    session.execute(statement, values)
+    return len(values)
+
+
+def move(
+    session: Session,
+    version: str,
+    from_: Status | Iterable[Status],
+    to: Status,
+    epoch: int | None = None,
+    values: Mapping[str, Any] | None = None,
+) -> bool:
+    """Change a record's status along an allowed edge; the only place that writes status.
+
+    The UPDATE is a compare-and-set on the current status (and epoch, when given): it
+    returns False, changing nothing, when another process moved the record first.
+    """
+    sources = [from_] if isinstance(from_, Status) else list(from_)
+    for source in sources:
+        check_transition(version, source, to)
+    statement = (
+        update(TaskRecord)
+        .where(TaskRecord.version == version)
+        .where(TaskRecord.status.in_([source.value for source in sources]))
+        .values(status=to.value, **dict(values or {}))
+        .execution_options(synchronize_session=False)
+    )
+    if epoch is not None:
+        statement = statement.where(TaskRecord.epoch == epoch)
+    return session.execute(statement).rowcount == 1  # type: ignore[attr-defined, no-any-return]

@@ -1,0 +1,390 @@
+"""The chunk job's logic: run one data task for a bounded time, batch by batch.
+
+Each batch commits its writes together with the cursor advance, in a transaction opened by
+a compare-and-set on (version, epoch, cursor). Zero rows updated means another runner owns
+the task: roll back and stop. The Celery job in worker/ is a shell around `run_chunk`.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import RedisError
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from data_tasks.coordination import TaskLock
+from data_tasks.data_task import FINISHED, Batch, DataTask
+from data_tasks.errors import InvalidTaskFile, UnknownVersion
+from data_tasks.log import log_event
+from data_tasks.publisher import ChunkMessage
+from data_tasks.records import TaskRecord, encode_cursor, get, move, utcnow
+from data_tasks.runtime import Runtime
+from data_tasks.status import Status
+
+# Adaptive batch sizes change by at most these factors per batch (GitLab's optimizer: 1.2x up).
+GROW_LIMIT = 1.2
+SHRINK_LIMIT = 0.5
+PROGRESS_INTERVAL_SECONDS = 1.0
+
+
+class Fenced(Exception):
+    """Another runner owns the task now (its epoch, cursor or status moved)."""
+
+
+@dataclass
+class Chunk:
+    """The state of one chunk job while it runs."""
+
+    version: str
+    epoch: int
+    cursor: Any
+    processed: int
+    total: int | None
+    batch_size: int
+    started: float
+    batches: int = 0
+    rows: int = 0
+
+    def summary(self, outcome: str, **extra: Any) -> dict[str, Any]:
+        """What the chunk job returns (and Flower shows)."""
+        elapsed = time.monotonic() - self.started
+        return {
+            "outcome": outcome,
+            "version": self.version,
+            "epoch": self.epoch,
+            "batches": self.batches,
+            "rows": self.rows,
+            "processed": self.processed,
+            "total": self.total,
+            "seconds": round(elapsed, 3),
+            **extra,
+        }
+
+
+def run_chunk(runtime: Runtime, message: ChunkMessage) -> dict[str, Any]:
+    """Run one chunk of a data task; returns a summary whose `outcome` says how it ended."""
+    try:
+        task = runtime.catalog.task(message.version)
+    except UnknownVersion:
+        return _pass_on_unknown(runtime, message)
+    except InvalidTaskFile as error:
+        _fail_unloadable(runtime, message, str(error))
+        return {"outcome": "invalid_task_file", "version": message.version, "error": str(error)}
+
+    lock = runtime.coordinator.task_lock(message.version, runtime.hostname)
+    if not lock.acquire():
+        log_event("duplicate", version=message.version, epoch=message.epoch)
+        return {"outcome": "duplicate", "version": message.version, "epoch": message.epoch}
+    try:
+        chunk = _start(runtime, task, message)
+        if chunk is None:
+            return {"outcome": "stale", "version": message.version, "epoch": message.epoch}
+        return _run_batches(runtime, task, chunk, lock)
+    finally:
+        try:
+            lock.release()
+        except RedisError:
+            pass  # It expires by itself; the epoch fences anyone who outlives it.
+
+
+def _start(runtime: Runtime, task: DataTask, message: ChunkMessage) -> Chunk | None:
+    """Claim the run with a new epoch; None when the message is stale or a duplicate."""
+    epoch = message.epoch + 1
+    now = utcnow()
+    with runtime.session() as session, session.begin():
+        values = {"epoch": epoch, "heartbeat_at": now, "worker": runtime.hostname}
+        if not move(session, task.version, Status.ENQUEUED, Status.RUNNING, message.epoch, values):
+            record = session.get(TaskRecord, task.version)
+            seen = f"{record.status} at epoch {record.epoch}" if record else "no record"
+            log_event("stale_message", version=task.version, epoch=message.epoch, record=seen)
+            return None
+        record = get(session, task.version)
+        if record.started_at is None:
+            record.started_at = now
+        if record.total is None:
+            # Estimated once per run: whatever is left, plus what is already done.
+            remaining = task.estimate_total(session, record.cursor_value)
+            if remaining is not None:
+                record.total = record.processed + remaining
+        chunk = Chunk(
+            version=task.version,
+            epoch=epoch,
+            cursor=record.cursor_value,
+            processed=record.processed,
+            total=record.total,
+            batch_size=record.batch_size or task.options.batch_size,
+            started=time.monotonic(),
+        )
+    log_event("running", version=task.version, epoch=epoch, cursor=encode_cursor(chunk.cursor))
+    return chunk
+
+
+def _run_batches(runtime: Runtime, task: DataTask, chunk: Chunk, lock: TaskLock) -> dict[str, Any]:
+    budget = task.options.chunk_seconds or runtime.settings.chunk_seconds
+    last_progress = 0.0
+    with runtime.session() as session:
+        while True:
+            if chunk.batches and (
+                time.monotonic() - chunk.started >= budget or runtime.should_stop()
+            ):
+                return _continue_later(runtime, chunk, "budget spent")
+            backoff = task.backoff_seconds(session) if task.throttles else 0.0
+            session.rollback()  # the throttle's read must not hold a snapshot open
+            if backoff > 0:
+                log_event("throttled", version=chunk.version, seconds=backoff)
+                time.sleep(min(backoff, max(0.0, budget - (time.monotonic() - chunk.started))))
+                if time.monotonic() - chunk.started >= budget:
+                    return _continue_later(runtime, chunk, "throttled")
+            try:
+                finished = _run_one_batch(session, task, chunk)
+            except Fenced:
+                session.rollback()
+                log_event("fenced", version=chunk.version, epoch=chunk.epoch)
+                return chunk.summary("fenced")
+            except Exception as error:
+                session.rollback()
+                return _record_failure(runtime, task, chunk, error)
+            if finished:
+                return _finish(runtime, task, chunk)
+            try:
+                owned, shutting_down = lock.renew_and_poll()
+            except RedisError as error:
+                log_event("redis_lost", version=chunk.version, error=str(error).splitlines()[0])
+                return _continue_later(runtime, chunk, "Redis unreachable")
+            if not owned and not lock.acquire():
+                return chunk.summary("lost_lock")
+            if shutting_down:
+                return _continue_later(runtime, chunk, "worker shutting down")
+            now = time.monotonic()
+            if runtime.on_progress is not None and now - last_progress >= PROGRESS_INTERVAL_SECONDS:
+                last_progress = now
+                runtime.on_progress(chunk.summary("running"))
+
+
+def _run_one_batch(session: Session, task: DataTask, chunk: Chunk) -> bool:
+    """Plan, fence, apply and commit one batch; True when there was nothing left to do."""
+    began = time.monotonic()
+    with session.begin():
+        batch = task.plan(session, chunk.cursor, chunk.batch_size)
+        if batch is None:
+            return True
+        if batch.cursor_from_apply:
+            _compare_and_set(session, chunk, chunk.cursor, 0)
+            returned = task.apply(session, batch)
+            next_cursor = FINISHED if returned is None else returned
+            _advance(session, chunk, next_cursor, batch)
+        else:
+            _compare_and_set(session, chunk, batch.next_cursor, batch.size)
+            task.apply(session, batch)
+            next_cursor = batch.next_cursor
+    chunk.cursor = next_cursor
+    chunk.processed += batch.size
+    chunk.rows += batch.size
+    chunk.batches += 1
+    _adapt_batch_size(task, chunk, batch, time.monotonic() - began)
+    return False
+
+
+def _compare_and_set(session: Session, chunk: Chunk, new_cursor: Any, size: int) -> None:
+    """The batch's first write: move the cursor only if this runner still owns the task."""
+    old = encode_cursor(chunk.cursor)
+    statement = (
+        update(TaskRecord)
+        .where(TaskRecord.version == chunk.version)
+        .where(TaskRecord.epoch == chunk.epoch)
+        .where(TaskRecord.status == Status.RUNNING.value)
+        .where(TaskRecord.cursor.is_(None) if old is None else TaskRecord.cursor == old)
+        .values(
+            cursor=encode_cursor(new_cursor),
+            processed=TaskRecord.processed + size,
+            heartbeat_at=utcnow(),
+            attempts=0,
+            batch_size=chunk.batch_size,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if session.execute(statement).rowcount != 1:  # type: ignore[attr-defined]
+        raise Fenced()
+
+
+def _advance(session: Session, chunk: Chunk, new_cursor: Any, batch: Batch) -> None:
+    """Record a custom batch's cursor, returned by the function, in the same transaction."""
+    session.execute(
+        update(TaskRecord)
+        .where(TaskRecord.version == chunk.version)
+        .values(cursor=encode_cursor(new_cursor), processed=TaskRecord.processed + batch.size)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _adapt_batch_size(task: DataTask, chunk: Chunk, batch: Batch, seconds: float) -> None:
+    """Grow or shrink the batch toward the target duration, within bounds."""
+    target = task.options.target_batch_seconds
+    if target is None or seconds <= 0 or batch.size < chunk.batch_size:
+        return
+    factor = min(GROW_LIMIT, max(SHRINK_LIMIT, target / seconds))
+    size = round(chunk.batch_size * factor)
+    chunk.batch_size = max(task.options.min_batch_size, min(task.options.max_batch_size, size))
+
+
+def _continue_later(runtime: Runtime, chunk: Chunk, reason: str) -> dict[str, Any]:
+    """Hand the task to a successor chunk job at the current cursor."""
+    _requeue(runtime, chunk, countdown=0.0)
+    log_event(
+        "chunk_done",
+        version=chunk.version,
+        epoch=chunk.epoch,
+        batches=chunk.batches,
+        rows=chunk.rows,
+        seconds=time.monotonic() - chunk.started,
+        next="successor",
+        reason=reason,
+    )
+    return chunk.summary("continued", reason=reason)
+
+
+def _requeue(
+    runtime: Runtime,
+    chunk: Chunk,
+    countdown: float,
+    values: dict[str, Any] | None = None,
+) -> bool:
+    """Move running -> enqueued at this epoch and publish the successor.
+
+    The queued marker goes first, so a concurrent sweep never takes the gap for a lost job;
+    if the publish fails, the marker is dropped and the next sweep publishes again.
+    """
+    try:
+        runtime.coordinator.mark_queued({chunk.version: chunk.epoch})
+    except RedisError:
+        pass  # No marker: the next deploy hook or sweep sees the job as lost and publishes it.
+    with runtime.session() as session, session.begin():
+        moved = move(
+            session,
+            chunk.version,
+            Status.RUNNING,
+            Status.ENQUEUED,
+            chunk.epoch,
+            {"enqueued_at": utcnow(), **(values or {})},
+        )
+    if not moved:
+        return False
+    try:
+        runtime.publisher.publish(ChunkMessage(chunk.version, chunk.epoch), countdown=countdown)
+    except Exception as error:
+        log_event("publish_failed", version=chunk.version, error=str(error).splitlines()[0])
+        try:
+            runtime.coordinator.client.delete(f"{runtime.coordinator.prefix}:queued:{chunk.version}")
+        except RedisError:
+            pass
+    return True
+
+
+def _record_failure(
+    runtime: Runtime, task: DataTask, chunk: Chunk, error: BaseException
+) -> dict[str, Any]:
+    """Count a failed attempt; retry with backoff, or mark the task failed when out of attempts."""
+    summary = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error) else ''}"
+    trace = "".join(traceback.format_exception(error))
+    limit = task.options.max_attempts or runtime.settings.max_attempts
+    with runtime.session() as session:
+        record = session.get(TaskRecord, chunk.version)
+        attempts = (record.attempts if record else 0) + 1
+    values = {"attempts": attempts, "last_error": summary, "traceback": trace}
+    log_event(
+        "batch_failed", version=chunk.version, epoch=chunk.epoch, attempt=attempts, error=summary
+    )
+    if attempts >= limit:
+        with runtime.session() as session, session.begin():
+            move(
+                session,
+                chunk.version,
+                Status.RUNNING,
+                Status.FAILED,
+                chunk.epoch,
+                {**values, "finished_at": utcnow()},
+            )
+        log_event("failed", version=chunk.version, epoch=chunk.epoch, attempts=attempts)
+        return chunk.summary("failed", error=summary, attempts=attempts)
+    settings = runtime.settings
+    delay = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** (attempts - 1))
+    _requeue(runtime, chunk, countdown=delay, values=values)
+    return chunk.summary("retrying", error=summary, attempts=attempts, countdown=delay)
+
+
+def _finish(runtime: Runtime, task: DataTask, chunk: Chunk) -> dict[str, Any]:
+    """Run the checks, then mark the task succeeded and enqueue the tasks it unblocked."""
+    try:
+        with runtime.session() as session, session.begin():
+            message = task.failed_check(session) if task.checks else None
+    except Exception as error:
+        return _record_failure(runtime, task, chunk, error)
+    now = utcnow()
+    with runtime.session() as session, session.begin():
+        if message:
+            values = {"last_error": f"check failed: {message}", "finished_at": now}
+            moved = move(session, chunk.version, Status.RUNNING, Status.FAILED, chunk.epoch, values)
+            outcome = "check_failed"
+        else:
+            values = {"finished_at": now, "heartbeat_at": now, "last_error": None}
+            moved = move(
+                session, chunk.version, Status.RUNNING, Status.SUCCEEDED, chunk.epoch, values
+            )
+            outcome = "succeeded"
+    if not moved:
+        return chunk.summary("fenced")
+    log_event(
+        outcome,
+        version=chunk.version,
+        epoch=chunk.epoch,
+        processed=chunk.processed,
+        seconds=time.monotonic() - chunk.started,
+    )
+    if outcome == "succeeded":
+        _enqueue_unblocked(runtime)
+    return chunk.summary(outcome, **({"error": message} if message else {}))
+
+
+def _enqueue_unblocked(runtime: Runtime) -> None:
+    """Start the tasks that were waiting on this one, without waiting for another deploy."""
+    from data_tasks.scheduler import enqueue  # the scheduler also imports the runtime
+
+    try:
+        report = enqueue(runtime)
+    except Exception as error:
+        # The next deploy hook or sweep starts them; the success is already recorded.
+        log_event("enqueue_unblocked_failed", error=str(error).splitlines()[0])
+        return
+    for item in report.enqueued:
+        log_event("unblocked", version=item.version, epoch=item.epoch)
+
+
+def _pass_on_unknown(runtime: Runtime, message: ChunkMessage) -> dict[str, Any]:
+    """A worker of an older release lacks the file: publish the job again, later."""
+    settings = runtime.settings
+    if message.unknown_retries >= settings.unknown_version_retries:
+        error = (
+            f"no worker had the file of version {message.version} after "
+            f"{message.unknown_retries} tries"
+        )
+        with runtime.session() as session, session.begin():
+            move(session, message.version, Status.ENQUEUED, Status.FAILED, message.epoch,
+                 {"last_error": error, "finished_at": utcnow()})
+        log_event("unknown_version", version=message.version, error=error)
+        return {"outcome": "unknown_version", "version": message.version, "error": error}
+    retried = ChunkMessage(message.version, message.epoch, message.unknown_retries + 1)
+    runtime.publisher.publish(retried, countdown=settings.unknown_version_countdown)
+    log_event("unknown_version", version=message.version, retry=retried.unknown_retries)
+    return {"outcome": "passed_on", "version": message.version, "epoch": message.epoch}
+
+
+def _fail_unloadable(runtime: Runtime, message: ChunkMessage, error: str) -> None:
+    """The file is here but broken: fail the task with the reason; fixing the file resumes it."""
+    with runtime.session() as session, session.begin():
+        move(session, message.version, Status.ENQUEUED, Status.FAILED, message.epoch,
+             {"last_error": error, "finished_at": utcnow()})
+    log_event("invalid_task_file", version=message.version, error=error)

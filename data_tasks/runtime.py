@@ -1,0 +1,79 @@
+"""The connections a runner or a deploy hook works with, built once from the settings."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from data_tasks.coordination import Coordinator, connect
+from data_tasks.database import make_engine
+from data_tasks.discovery import Catalog
+from data_tasks.publisher import Publisher
+from data_tasks.records import create_tables
+from data_tasks.settings import Settings
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass
+class Runtime:
+    """Settings, the records engine, Redis, the publisher and the task catalog, together."""
+
+    settings: Settings
+    engine: Engine
+    coordinator: Coordinator
+    publisher: Publisher
+    catalog: Catalog
+    hostname: str = field(default_factory=socket.gethostname)
+    # Asked between batches: True when the process is being shut down.
+    should_stop: Callable[[], bool] = _never
+    # Told how a chunk is getting on (for Flower), at most about once a second.
+    on_progress: Callable[[dict[str, Any]], None] | None = None
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        publisher: Publisher,
+        hostname: str | None = None,
+        connect_timeout: float | None = None,
+    ) -> Runtime:
+        """Connect to everything the settings name (lazily: nothing is opened yet)."""
+        engine = make_engine(settings.database_url, connect_timeout=connect_timeout)
+        client = connect(settings, timeout=connect_timeout)
+        return cls(
+            settings=settings,
+            engine=engine,
+            coordinator=Coordinator(client, settings),
+            publisher=publisher,
+            catalog=Catalog(settings.tasks_dir),
+            hostname=hostname or socket.gethostname(),
+        )
+
+    def session(self) -> Session:
+        """A new session on the records database."""
+        return self._sessions()
+
+    @property
+    def _sessions(self) -> sessionmaker[Session]:
+        maker: sessionmaker[Session] | None = getattr(self, "_maker", None)
+        if maker is None:
+            maker = sessionmaker(self.engine, expire_on_commit=False)
+            self._maker = maker
+        return maker
+
+    def create_tables(self) -> None:
+        """Create task_records if it is missing."""
+        create_tables(self.engine)
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self.engine.dispose()
+        self.coordinator.client.close()

@@ -1,0 +1,86 @@
+"""The one settings object, read from the environment once at the edges and passed explicitly."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+# Where the records (and, for exactly-once batches, the data) live.
+DEFAULT_DATABASE_URL = "sqlite:///data_tasks.db"
+# The broker and the locks.
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration of the runner, the deploy hook and the worker."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str = DEFAULT_REDIS_URL
+    # The folder of data task files.
+    tasks_dir: Path = Path("tasks")
+    # The Celery queue that chunk jobs go to.
+    queue: str = "data_tasks"
+    # A chunk job stops starting new batches after this many seconds and enqueues its successor.
+    chunk_seconds: float = 30.0
+    # A running task whose heartbeat is older than this, and whose lock has lapsed, is reclaimed.
+    stale_seconds: float = 120.0
+    # The Redis lock of a running chunk expires this long after its last extension.
+    lock_seconds: float = 60.0
+    # Failed attempts at one cursor before the task is marked failed.
+    max_attempts: int = 5
+    # Backoff before retry n is retry_base_seconds * 2 ** (n - 1), capped at retry_max_seconds.
+    retry_base_seconds: float = 2.0
+    retry_max_seconds: float = 300.0
+    # A worker that lacks a task file re-publishes the job this many times, this far apart.
+    unknown_version_retries: int = 20
+    unknown_version_countdown: float = 15.0
+    # Connect timeouts of the deploy hook, so that it fails fast instead of hanging a deploy.
+    connect_timeout_seconds: float = 3.0
+    # Prefix of every Redis key the runner writes.
+    key_prefix: str = "data_tasks"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from DATABASE_URL, REDIS_URL, DATA_TASKS_DIR and DATA_TASKS_* variables."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        if "DATABASE_URL" in env:
+            values["database_url"] = env["DATABASE_URL"]
+        if "REDIS_URL" in env:
+            values["redis_url"] = env["REDIS_URL"]
+        if "DATA_TASKS_DIR" in env:
+            values["tasks_dir"] = Path(env["DATA_TASKS_DIR"])
+        for field in fields(cls):
+            name = "DATA_TASKS_" + field.name.upper()
+            if name in env and field.name not in ("tasks_dir",):
+                values[field.name] = _parse(name, env[name], field.type)
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some values changed."""
+        return replace(self, **changes)
+
+
+def _parse(name: str, raw: str, type_name: Any) -> Any:
+    """Convert one environment value to its field's type, or say which variable is wrong."""
+    try:
+        if type_name in ("float", float):
+            return float(raw)
+        if type_name in ("int", int):
+            return int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+    return raw
+
+
+_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@]*):(?P<pw>[^@/]*)@", re.I)
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ***, safe to print or log."""
+    return _PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)

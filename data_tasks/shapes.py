@@ -1,0 +1,221 @@
+"""The shapes a data task comes in, each a decorator over the author's function."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, column, func, literal_column, select, table, text
+from sqlalchemy.orm import Session
+
+from data_tasks.data_task import FINISHED, Batch, DataTask, Options, as_versions
+
+
+class OneShot(DataTask):
+    """A function of a session, run once in one transaction."""
+
+    shape = "one-shot"
+
+    def estimate_total(self, session: Session, cursor: Any) -> int | None:
+        """One unit of work."""
+        return 0 if cursor == FINISHED else 1
+
+    def plan(self, session: Session, cursor: Any, batch_size: int) -> Batch | None:
+        """The single batch, unless it has committed."""
+        return None if cursor == FINISHED else Batch(next_cursor=FINISHED, size=1)
+
+    def apply(self, session: Session, batch: Batch) -> Any:
+        """Call the function with the session."""
+        return self.function(session)
+
+
+class KeysetBackfill(DataTask):
+    """Batches of `batch_size` keys of a table, in key order; the function gets each batch's bounds."""
+
+    shape = "keyset backfill"
+
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        options: Options,
+        table_name: str,
+        key: str,
+        where: str | None,
+    ) -> None:
+        super().__init__(function, options)
+        schema, _, name = table_name.rpartition(".")
+        self.table = table(name, column(key), schema=schema or None)
+        self.key = self.table.c[key]
+        self.where = where
+
+    def _filters(self, cursor: Any) -> list[ColumnElement[bool]]:
+        filters: list[ColumnElement[bool]] = []
+        if cursor is not None:
+            filters.append(self.key > cursor)
+        if self.where:
+            filters.append(text(f"({self.where})"))  # type: ignore[arg-type]
+        return filters
+
+    def estimate_total(self, session: Session, cursor: Any) -> int | None:
+        """Keys left after the cursor that match the filter."""
+        statement = select(func.count()).select_from(self.table).where(*self._filters(cursor))
+        return int(session.execute(statement).scalar_one())
+
+    def plan(self, session: Session, cursor: Any, batch_size: int) -> Batch | None:
+        """The first and last of the next `batch_size` keys, read in one index-ordered query."""
+        keys = (
+            select(self.key.label("k"))
+            .where(*self._filters(cursor))
+            .order_by(self.key)
+            .limit(batch_size)
+            .subquery()
+        )
+        low, high, count = session.execute(
+            select(func.min(keys.c.k), func.max(keys.c.k), func.count(literal_column("*")))
+        ).one()
+        if not count:
+            return None
+        return Batch(next_cursor=high, size=int(count), payload=(low, high))
+
+    def apply(self, session: Session, batch: Batch) -> Any:
+        """Call the function with the session and the inclusive bounds."""
+        low, high = batch.payload
+        return self.function(session, low, high)
+
+
+class RowIteration(DataTask):
+    """A select() paged by a key column; the function gets each page of rows."""
+
+    shape = "row iteration"
+
+    def __init__(
+        self, function: Callable[..., Any], options: Options, query: Select[Any], key: str
+    ) -> None:
+        super().__init__(function, options)
+        self.query = query
+        names = [c.key for c in query.selected_columns]
+        if key not in names:
+            raise ValueError(f"key {key!r} is not among the selected columns {names}")
+        self.key_index = names.index(key)
+        self.key = query.selected_columns[key]
+
+    def estimate_total(self, session: Session, cursor: Any) -> int | None:
+        """Rows left after the cursor."""
+        query = self.query if cursor is None else self.query.where(self.key > cursor)
+        return int(session.execute(select(func.count()).select_from(query.subquery())).scalar_one())
+
+    def plan(self, session: Session, cursor: Any, batch_size: int) -> Batch | None:
+        """Read the next page of rows."""
+        query = self.query if cursor is None else self.query.where(self.key > cursor)
+        rows = session.execute(query.order_by(self.key).limit(batch_size)).all()
+        if not rows:
+            return None
+        return Batch(next_cursor=rows[-1][self.key_index], size=len(rows), payload=rows)
+
+    def apply(self, session: Session, batch: Batch) -> Any:
+        """Call the function with the session and the rows."""
+        return self.function(session, batch.payload)
+
+
+class CustomBatches(DataTask):
+    """A function that does one batch from a JSON cursor and returns the next (None: finished).
+
+    Its writes outside the database (files, APIs) happen at least once per batch: a batch
+    cut off before it commits runs again from the same cursor.
+    """
+
+    shape = "custom"
+
+    def plan(self, session: Session, cursor: Any, batch_size: int) -> Batch | None:
+        """One more call, until the function has said it is finished."""
+        if cursor == FINISHED:
+            return None
+        return Batch(next_cursor=None, size=1, payload=cursor, cursor_from_apply=True)
+
+    def apply(self, session: Session, batch: Batch) -> Any:
+        """Call the function with the session and the cursor; it returns the next cursor."""
+        return self.function(session, batch.payload)
+
+
+def _options(
+    depends_on: Sequence[str] | None,
+    batch_size: int,
+    target_batch_seconds: float | None,
+    chunk_seconds: float | None,
+    max_attempts: int | None,
+) -> Options:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+    return Options(
+        depends_on=as_versions(depends_on),
+        batch_size=batch_size,
+        target_batch_seconds=target_batch_seconds,
+        chunk_seconds=chunk_seconds,
+        max_attempts=max_attempts,
+    )
+
+
+def one_shot(
+    *,
+    depends_on: Sequence[str] | None = None,
+    max_attempts: int | None = None,
+) -> Callable[[Callable[[Session], Any]], OneShot]:
+    """Declare a one-shot data task: `fn(session)`, run once in one transaction."""
+
+    def wrap(function: Callable[[Session], Any]) -> OneShot:
+        return OneShot(function, _options(depends_on, 1, None, None, max_attempts))
+
+    return wrap
+
+
+def keyset_backfill(
+    table_name: str,
+    *,
+    key: str = "id",
+    where: str | None = None,
+    batch_size: int = 1000,
+    target_batch_seconds: float | None = None,
+    depends_on: Sequence[str] | None = None,
+    chunk_seconds: float | None = None,
+    max_attempts: int | None = None,
+) -> Callable[[Callable[[Session, Any, Any], Any]], KeysetBackfill]:
+    """Declare a keyset backfill: `fn(session, first_key, last_key)` per batch of keys."""
+
+    def wrap(function: Callable[[Session, Any, Any], Any]) -> KeysetBackfill:
+        options = _options(depends_on, batch_size, target_batch_seconds, chunk_seconds, max_attempts)
+        return KeysetBackfill(function, options, table_name, key, where)
+
+    return wrap
+
+
+def row_iteration(
+    query: Select[Any],
+    *,
+    key: str = "id",
+    batch_size: int = 500,
+    target_batch_seconds: float | None = None,
+    depends_on: Sequence[str] | None = None,
+    chunk_seconds: float | None = None,
+    max_attempts: int | None = None,
+) -> Callable[[Callable[[Session, Sequence[Any]], Any]], RowIteration]:
+    """Declare a row iteration: `fn(session, rows)` per page of the query, paged by `key`."""
+
+    def wrap(function: Callable[[Session, Sequence[Any]], Any]) -> RowIteration:
+        options = _options(depends_on, batch_size, target_batch_seconds, chunk_seconds, max_attempts)
+        return RowIteration(function, options, query, key)
+
+    return wrap
+
+
+def custom_batches(
+    *,
+    depends_on: Sequence[str] | None = None,
+    chunk_seconds: float | None = None,
+    max_attempts: int | None = None,
+) -> Callable[[Callable[[Session, Any], Any]], CustomBatches]:
+    """Declare custom batches: `fn(session, cursor) -> next cursor or None when finished`."""
+
+    def wrap(function: Callable[[Session, Any], Any]) -> CustomBatches:
+        return CustomBatches(function, _options(depends_on, 1, None, chunk_seconds, max_attempts))
+
+    return wrap

@@ -1,0 +1,1 @@
+"""Entry points run at deploy time and by operators: the deploy hook and the operator CLI."""

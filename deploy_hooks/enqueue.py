@@ -1,0 +1,70 @@
+"""`python -m deploy_hooks.enqueue`: enqueue every data task that may run, and return at once.
+
+Also the sweep: run it from cron or celery beat to re-publish lost jobs and reclaim runs
+whose worker died.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from data_tasks.errors import DataTaskError
+from data_tasks.runtime import Runtime
+from data_tasks.scheduler import EnqueueReport, enqueue
+from data_tasks.settings import Settings
+from deploy_hooks.exit_codes import OK, fail
+
+
+def format_report(report: EnqueueReport) -> list[str]:
+    """The lines the hook prints: what it enqueued, and what it left and why."""
+    lines = [f"enqueued {e.version} {e.name} (epoch {e.epoch}, {e.reason})" for e in report.enqueued]
+    for version, deps in sorted(report.waiting.items()):
+        lines.append(f"waiting  {version} on {', '.join(deps)}")
+    lines += [f"running  {version} (already in flight)" for version in report.in_flight]
+    lines += [f"failed   {version} (fix its file and redeploy, or `retry`)" for version in report.failed]
+    lines += [f"missing  {version}: recorded but its file is gone" for version in report.missing_files]
+    if not report.enqueued:
+        lines.append("nothing new to enqueue")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the deploy hook; the exit code says what happened (see the README)."""
+    parser = argparse.ArgumentParser(prog="python -m deploy_hooks.enqueue", description=__doc__)
+    parser.add_argument("--quiet", action="store_true", help="print errors only")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    started = time.monotonic()
+    try:
+        settings = Settings.from_env()
+        from worker.app import app  # the app is only needed to publish
+
+        from data_tasks.publisher import CeleryPublisher
+
+        runtime = Runtime.build(
+            settings,
+            CeleryPublisher(app, settings.queue),
+            connect_timeout=settings.connect_timeout_seconds,
+        )
+        try:
+            report = enqueue(runtime)
+        finally:
+            runtime.close()
+    except DataTaskError as error:
+        return fail(error)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        for line in format_report(report):
+            print(line)
+        print(f"deploy hook done in {time.monotonic() - started:.2f}s")
+    return OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""The one generic Celery job: a shell that validates the message and calls the runner."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from data_tasks.errors import InvalidMessage
+from data_tasks.publisher import JOB_NAME, ChunkMessage
+from data_tasks.runner import run_chunk
+from worker.app import app
+from worker.process import runtime
+
+logger = logging.getLogger("data_tasks")
+
+
+@app.task(name=JOB_NAME, bind=True)
+def run_chunk_job(self: Any, **kwargs: Any) -> dict[str, Any]:
+    """Run one chunk of the data task the message names (by version and epoch only)."""
+    try:
+        message = ChunkMessage.from_kwargs(kwargs)
+    except InvalidMessage as error:
+        logger.error("refused chunk message %s: %s", self.request.id, error)
+        return {"outcome": "invalid_message", "error": str(error)}
+    current = runtime(app, self.request.hostname)
+
+    def report(summary: dict[str, Any]) -> None:
+        total, processed = summary.get("total"), summary.get("processed", 0)
+        percent = round(100.0 * processed / total, 1) if total else None
+        self.send_event("task-progress", percent=percent, **summary)
+
+    current.on_progress = report
+    return run_chunk(current, message)

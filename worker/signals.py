@@ -1,0 +1,41 @@
+"""Worker lifecycle hooks: tell chunks in the pool's children when the worker is stopping.
+
+A prefork child is not told about SIGTERM (celery#2807), so the main process raises a
+flag in Redis that every chunk polls between batches, in the round trip that renews its lock.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery.signals import worker_ready, worker_shutting_down
+from redis.exceptions import RedisError
+
+from data_tasks.coordination import Coordinator, connect
+from data_tasks.settings import Settings
+
+logger = logging.getLogger("data_tasks")
+
+
+def _coordinator() -> Coordinator:
+    settings = Settings.from_env()
+    return Coordinator(connect(settings), settings)
+
+
+@worker_ready.connect
+def clear_shutdown_flag(sender: Any = None, **_: Any) -> None:
+    """A worker that starts under a name clears the flag its predecessor may have left."""
+    try:
+        _coordinator().set_shutting_down(sender.hostname, False)
+    except RedisError as error:
+        logger.warning("could not clear the shutdown flag: %s", error)
+
+
+@worker_shutting_down.connect
+def raise_shutdown_flag(sender: Any = None, **_: Any) -> None:
+    """Chunks in this worker finish their batch, enqueue their successor and return."""
+    try:
+        _coordinator().set_shutting_down(str(sender), True)
+    except RedisError as error:
+        logger.warning("could not raise the shutdown flag: %s", error)
