@@ -137,5 +137,3 @@ def as_versions(depends_on: Sequence[str] | None) -> tuple[str, ...] | None:
     if isinstance(depends_on, str):
         return (depends_on,)
     return tuple(str(version) for version in depends_on)
-
-

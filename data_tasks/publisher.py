@@ -52,7 +52,7 @@ class Publisher(Protocol):
 
 
 class CeleryPublisher:
-    """Publishes through a Celery app by the job's stable name, so the core never imports the app."""
+    """Publishes by the job's stable name through a Celery app, which the core never imports."""
 
     def __init__(self, app: Any, queue: str) -> None:
         self.app = app

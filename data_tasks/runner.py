@@ -278,7 +278,9 @@ def _requeue(
     except Exception as error:
         log_event("publish_failed", version=chunk.version, error=str(error).splitlines()[0])
         try:
-            runtime.coordinator.client.delete(f"{runtime.coordinator.prefix}:queued:{chunk.version}")
+            runtime.coordinator.client.delete(
+                f"{runtime.coordinator.prefix}:queued:{chunk.version}"
+            )
         except RedisError:
             pass
     return True
@@ -372,8 +374,14 @@ def _pass_on_unknown(runtime: Runtime, message: ChunkMessage) -> dict[str, Any]:
             f"{message.unknown_retries} tries"
         )
         with runtime.session() as session, session.begin():
-            move(session, message.version, Status.ENQUEUED, Status.FAILED, message.epoch,
-                 {"last_error": error, "finished_at": utcnow()})
+            move(
+                session,
+                message.version,
+                Status.ENQUEUED,
+                Status.FAILED,
+                message.epoch,
+                {"last_error": error, "finished_at": utcnow()},
+            )
         log_event("unknown_version", version=message.version, error=error)
         return {"outcome": "unknown_version", "version": message.version, "error": error}
     retried = ChunkMessage(message.version, message.epoch, message.unknown_retries + 1)
@@ -385,6 +393,12 @@ def _pass_on_unknown(runtime: Runtime, message: ChunkMessage) -> dict[str, Any]:
 def _fail_unloadable(runtime: Runtime, message: ChunkMessage, error: str) -> None:
     """The file is here but broken: fail the task with the reason; fixing the file resumes it."""
     with runtime.session() as session, session.begin():
-        move(session, message.version, Status.ENQUEUED, Status.FAILED, message.epoch,
-             {"last_error": error, "finished_at": utcnow()})
+        move(
+            session,
+            message.version,
+            Status.ENQUEUED,
+            Status.FAILED,
+            message.epoch,
+            {"last_error": error, "finished_at": utcnow()},
+        )
     log_event("invalid_task_file", version=message.version, error=error)

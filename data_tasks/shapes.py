@@ -30,7 +30,7 @@ class OneShot(DataTask):
 
 
 class KeysetBackfill(DataTask):
-    """Batches of `batch_size` keys of a table, in key order; the function gets each batch's bounds."""
+    """Batches of `batch_size` keys of a table in key order; the function gets their bounds."""
 
     shape = "keyset backfill"
 
@@ -182,7 +182,9 @@ def keyset_backfill(
     """Declare a keyset backfill: `fn(session, first_key, last_key)` per batch of keys."""
 
     def wrap(function: Callable[[Session, Any, Any], Any]) -> KeysetBackfill:
-        options = _options(depends_on, batch_size, target_batch_seconds, chunk_seconds, max_attempts)
+        options = _options(
+            depends_on, batch_size, target_batch_seconds, chunk_seconds, max_attempts
+        )
         return KeysetBackfill(function, options, table_name, key, where)
 
     return wrap
@@ -201,7 +203,9 @@ def row_iteration(
     """Declare a row iteration: `fn(session, rows)` per page of the query, paged by `key`."""
 
     def wrap(function: Callable[[Session, Sequence[Any]], Any]) -> RowIteration:
-        options = _options(depends_on, batch_size, target_batch_seconds, chunk_seconds, max_attempts)
+        options = _options(
+            depends_on, batch_size, target_batch_seconds, chunk_seconds, max_attempts
+        )
         return RowIteration(function, options, query, key)
 
     return wrap

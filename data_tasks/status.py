@@ -58,7 +58,7 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.RUNNING: frozenset(
         {
             Status.SUCCEEDED,  # the data is exhausted and the check passed
-            Status.ENQUEUED,  # time budget spent, warm shutdown, retry after an error, stale reclaim
+            Status.ENQUEUED,  # budget spent, warm shutdown, retry after an error, stale reclaim
             Status.FAILED,  # attempts exhausted, or the check failed; cursor and traceback kept
             Status.PAUSED,  # operator
             Status.CANCELLED,  # operator
@@ -77,7 +77,7 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
             Status.CANCELLED,  # operator
         }
     ),
-    # Done and cancelled tasks move again only when an operator asks for `rerun --yes`.
+    # Done and cancelled tasks move again only at an operator's `rerun --yes`.
     Status.SUCCEEDED: frozenset({Status.ENQUEUED}),
     Status.SKIPPED: frozenset({Status.ENQUEUED}),
     Status.CANCELLED: frozenset({Status.ENQUEUED}),

@@ -41,7 +41,7 @@ def progress_bar(view: TaskView, width: int = 20) -> str:
 
 def format_seconds(seconds: float) -> str:
     """12s, 3m04s, 2h05m."""
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:

@@ -21,12 +21,18 @@ from deploy_hooks.exit_codes import OK, fail
 
 def format_report(report: EnqueueReport) -> list[str]:
     """The lines the hook prints: what it enqueued, and what it left and why."""
-    lines = [f"enqueued {e.version} {e.name} (epoch {e.epoch}, {e.reason})" for e in report.enqueued]
+    lines = [
+        f"enqueued {e.version} {e.name} (epoch {e.epoch}, {e.reason})" for e in report.enqueued
+    ]
     for version, deps in sorted(report.waiting.items()):
         lines.append(f"waiting  {version} on {', '.join(deps)}")
     lines += [f"running  {version} (already in flight)" for version in report.in_flight]
-    lines += [f"failed   {version} (fix its file and redeploy, or `retry`)" for version in report.failed]
-    lines += [f"missing  {version}: recorded but its file is gone" for version in report.missing_files]
+    lines += [
+        f"failed   {version} (fix its file and redeploy, or `retry`)" for version in report.failed
+    ]
+    lines += [
+        f"missing  {version}: recorded but its file is gone" for version in report.missing_files
+    ]
     if not report.enqueued:
         lines.append("nothing new to enqueue")
     return lines
@@ -41,9 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     try:
         settings = Settings.from_env()
-        from worker.app import app  # the app is only needed to publish
-
         from data_tasks.publisher import CeleryPublisher
+        from worker.app import app  # the app is only needed to publish
 
         runtime = Runtime.build(
             settings,

@@ -1,4 +1,4 @@
-"""The Celery app: `celery -A worker worker` runs chunk jobs, `celery -A worker flower` shows them."""
+"""The Celery app: `celery -A worker worker` runs the chunk jobs, Flower shows them."""
 
 from worker.app import app
 

@@ -33,7 +33,7 @@ def make_app(settings: Settings) -> Celery:
         task_track_started=True,
         worker_send_task_events=True,
         task_send_sent_event=True,
-        # A deploy's warm shutdown lets the batch in flight finish; see the README for grace periods.
+        # Warm shutdown lets the batch in flight finish; the README gives the grace periods.
         worker_enable_soft_shutdown_on_idle=True,
         worker_hijack_root_logger=False,
     )

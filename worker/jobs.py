@@ -14,7 +14,7 @@ from worker.process import runtime
 logger = logging.getLogger("data_tasks")
 
 
-@app.task(name=JOB_NAME, bind=True)
+@app.task(name=JOB_NAME, bind=True)  # type: ignore[untyped-decorator]
 def run_chunk_job(self: Any, **kwargs: Any) -> dict[str, Any]:
     """Run one chunk of the data task the message names (by version and epoch only)."""
     try:

@@ -23,7 +23,7 @@ def _coordinator() -> Coordinator:
     return Coordinator(connect(settings), settings)
 
 
-@worker_ready.connect
+@worker_ready.connect  # type: ignore[untyped-decorator]
 def clear_shutdown_flag(sender: Any = None, **_: Any) -> None:
     """A worker that starts under a name clears the flag its predecessor may have left."""
     try:
@@ -32,7 +32,7 @@ def clear_shutdown_flag(sender: Any = None, **_: Any) -> None:
         logger.warning("could not clear the shutdown flag: %s", error)
 
 
-@worker_shutting_down.connect
+@worker_shutting_down.connect  # type: ignore[untyped-decorator]
 def raise_shutdown_flag(sender: Any = None, **_: Any) -> None:
     """Chunks in this worker finish their batch, enqueue their successor and return."""
     try:
