@@ -57,17 +57,12 @@ class Runtime:
             hostname=hostname or socket.gethostname(),
         )
 
+    def __post_init__(self) -> None:
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
     def session(self) -> Session:
         """A new session on the records database."""
         return self._sessions()
-
-    @property
-    def _sessions(self) -> sessionmaker[Session]:
-        maker: sessionmaker[Session] | None = getattr(self, "_maker", None)
-        if maker is None:
-            maker = sessionmaker(self.engine, expire_on_commit=False)
-            self._maker = maker
-        return maker
 
     def create_tables(self) -> None:
         """Create task_records if it is missing."""
