@@ -27,11 +27,16 @@ class UnknownVersion(DataTaskError):
 class InvalidTransition(DataTaskError):
     """A status change that the state machine does not allow."""
 
-    def __init__(self, version: str, from_: str, to: str) -> None:
+    def __init__(self, version: str, from_: str, to: str, command: str | None = None) -> None:
         self.version = version
         self.from_ = from_
         self.to = to
-        super().__init__(f"data task {version}: cannot go from {from_} to {to}")
+        self.command = command
+        if command:
+            message = f"data task {version}: cannot {command} it while it is {from_}"
+        else:
+            message = f"data task {version}: cannot go from {from_} to {to}"
+        super().__init__(message)
 
 
 class DependencyError(DataTaskError):

@@ -184,12 +184,15 @@ def _enqueue_locked(runtime: Runtime, files: Mapping[str, TaskFile]) -> EnqueueR
 
 
 def _claim_and_publish(
-    runtime: Runtime, claims: list[tuple[TaskRecord, Status, str, TaskFile]]
+    runtime: Runtime,
+    claims: list[tuple[TaskRecord, Status, str, TaskFile]],
+    reset: Mapping[str, object] | None = None,
 ) -> list[Enqueued]:
     """Claim each record with a new epoch, then publish one job per successful claim.
 
     The queued markers are written first: if Redis is down, nothing is claimed; if a
     publish fails after the claim, the next pass sees no job and publishes again.
+    `reset` holds fields written with the claim (a rerun starts again from the beginning).
     """
     if not claims:
         return []
@@ -201,6 +204,7 @@ def _claim_and_publish(
             values: dict[str, object] = {"epoch": record.epoch + 1, "enqueued_at": now}
             if status in (Status.PENDING, Status.FAILED):
                 values.update(attempts=0, source_hash=task_file.source_hash())
+            values.update(reset or {})
             if move(session, record.version, status, Status.ENQUEUED, record.epoch, values):
                 won.append(Enqueued(record.version, record.name, record.epoch + 1, reason))
     for item in won:
