@@ -70,13 +70,21 @@ def say(line: str = "") -> None:
     print(line, flush=True)
 
 
+def shown(path: Path) -> str:
+    """A path as the reader knows it: relative to the repository when inside it."""
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The demo's options."""
     parser = argparse.ArgumentParser(prog="python -m deploy_hooks.demo", description=__doc__)
     parser.add_argument("--rows", type=int, default=200_000, help="users to seed (200000)")
     parser.add_argument("--workers", type=int, default=2, help="celery worker processes (2)")
     parser.add_argument(
-        "--keep", action="store_true", help="keep .demo/ and its old logs (the database is new)"
+        "--keep", action="store_true", help="keep the logs of earlier runs (the database is new)"
+    )
+    parser.add_argument(
+        "--dir", type=Path, default=DEMO_DIR, help="the demo's folder (.demo in the repository)"
     )
     parser.add_argument(
         "--redis",
@@ -94,12 +102,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def fresh_database(demo_dir: Path, keep: bool) -> Path:
-    """An empty `.demo/demo.db`; without --keep the whole folder starts empty."""
-    if not keep and demo_dir.exists():
-        shutil.rmtree(demo_dir)
+    """An empty demo.db in the folder; without --keep the old logs go too."""
     demo_dir.mkdir(parents=True, exist_ok=True)
     path = demo_dir / "demo.db"
-    for leftover in (path, path.with_name("demo.db-wal"), path.with_name("demo.db-shm")):
+    leftovers = [path, path.with_name("demo.db-wal"), path.with_name("demo.db-shm")]
+    if not keep:
+        # Only what the demo writes: --dir may name a folder that holds other things.
+        leftovers += [*demo_dir.glob("worker*.log"), demo_dir / "redis.log"]
+    for leftover in leftovers:
         leftover.unlink(missing_ok=True)
     return path
 
@@ -251,7 +261,9 @@ class Display:
     def show(self, views: Sequence[TaskView]) -> None:
         """Show the current state."""
         if self.tty:
-            table = format_table(views)
+            # A wrapped line would throw off the count of lines to erase: cut at the width.
+            width = shutil.get_terminal_size().columns - 1
+            table = "\n".join(line[:width] for line in format_table(views).splitlines())
             erase = f"\x1b[{self.lines}F\x1b[J" if self.lines else ""
             sys.stdout.write(erase + table + "\n")
             sys.stdout.flush()
@@ -366,10 +378,10 @@ def uninterrupted() -> Iterator[None]:
 
 def run(args: argparse.Namespace, started: float) -> bool:
     """The demo proper; True when every task succeeded and the data is right."""
-    demo_dir = DEMO_DIR
+    demo_dir = args.dir.resolve()
     db_path = fresh_database(demo_dir, args.keep)
     database_url = f"sqlite:///{db_path}"
-    say(f"demo: SQLite {db_path.relative_to(REPO)} for the task records and the sample app")
+    say(f"demo: SQLite {shown(db_path)} for the task records and the sample app")
     seeding = time.monotonic()
     seed(db_path, args.rows)
     say(f"  seeded {args.rows:,} users in {time.monotonic() - seeding:.2f}s")
@@ -385,7 +397,7 @@ def run(args: argparse.Namespace, started: float) -> bool:
             starting = time.monotonic()
             try:
                 workers = start_workers(args.workers, env, demo_dir)
-                logs = ", ".join(str(w.log_path.relative_to(REPO)) for w in workers)
+                logs = ", ".join(shown(worker.log_path) for worker in workers)
                 say(
                     f"workers: {len(workers)} celery workers ready in "
                     f"{time.monotonic() - starting:.1f}s (logs: {logs})"
