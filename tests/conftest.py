@@ -108,3 +108,16 @@ def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
     for worker in started:
         if worker.alive:
             worker.kill()
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def db_runtime(request: pytest.FixtureRequest, pg_settings: Settings) -> Iterator[Runtime]:
+    """An in-process runtime (recording publisher) whose records and data are on PostgreSQL,
+    then on SQLite."""
+    settings = pg_settings
+    if request.param == "sqlite":
+        settings = pg_settings.with_(database_url=request.getfixturevalue("sqlite_url"))
+    built = Runtime.build(settings, RecordingPublisher(), hostname="tests@localhost")
+    built.create_tables()
+    yield built
+    built.close()

@@ -1,0 +1,54 @@
+"""Running chunk jobs in-process: what a worker would do with the messages a test published."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from data_tasks.publisher import ChunkMessage, RecordingPublisher
+from data_tasks.records import TaskRecord
+from data_tasks.runner import run_chunk
+from data_tasks.runtime import Runtime
+from data_tasks.scheduler import EnqueueReport, enqueue
+
+
+def recording(runtime: Runtime) -> RecordingPublisher:
+    """The runtime's publisher, which tests build as a recording one."""
+    assert isinstance(runtime.publisher, RecordingPublisher)
+    return runtime.publisher
+
+
+def published(runtime: Runtime) -> list[ChunkMessage]:
+    """The messages the runtime's recording publisher holds, oldest first."""
+    return [message for message, _ in recording(runtime).messages]
+
+
+def take(runtime: Runtime) -> list[ChunkMessage]:
+    """The messages published so far, removed from the publisher (as a worker consumes them)."""
+    messages = published(runtime)
+    recording(runtime).messages.clear()
+    return messages
+
+
+def drain(runtime: Runtime, limit: int = 100_000) -> list[dict[str, Any]]:
+    """Run each published message, and those its chunk publishes, until none is left."""
+    publisher = recording(runtime)
+    summaries: list[dict[str, Any]] = []
+    while publisher.messages:
+        assert len(summaries) < limit, "the chunks never stopped publishing successors"
+        message, _countdown = publisher.messages.pop(0)
+        summaries.append(run_chunk(runtime, message))
+    return summaries
+
+
+def enqueue_and_drain(runtime: Runtime) -> tuple[EnqueueReport, list[dict[str, Any]]]:
+    """One deploy hook pass, then every chunk it led to."""
+    report = enqueue(runtime)
+    return report, drain(runtime)
+
+
+def record(runtime: Runtime, version: str) -> TaskRecord:
+    """The current record of a version, read fresh."""
+    with runtime.session() as session:
+        found = session.get(TaskRecord, version)
+        assert found is not None, f"no record for {version}"
+        return found
