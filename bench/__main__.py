@@ -1,0 +1,96 @@
+"""`python -m bench`: run the benchmarks, print the table, write results.json and the plot."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from bench import adaptive, hook, keyset, memory, rows, small_tasks
+from bench.config import FULL, QUICK, Config
+from bench.figures import Figure
+from bench.report import markdown_table, plot, table, write_json
+from bench.services import Services
+
+HERE = Path(__file__).resolve().parent
+SCENARIOS = ("keyset", "rows", "hook", "small", "memory", "adaptive")
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition")
+    parser.add_argument("--repetitions", type=int, help="repetitions of each timed comparison")
+    parser.add_argument("--keyset-rows", type=int, help="rows of the keyset backfill")
+    parser.add_argument("--rows-rows", type=int, help="rows of the row iteration")
+    parser.add_argument("--small-tasks", type=int, help="one-shot data tasks in the many-small run")
+    parser.add_argument("--hook-files", type=int, help="task files in the deploy hook's directory")
+    parser.add_argument(
+        "--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {SCENARIOS}"
+    )
+    parser.add_argument("--out", type=Path, default=HERE, help="where results.json/png go")
+    parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    return parser.parse_args(argv)
+
+
+def configure(args: argparse.Namespace) -> Config:
+    """The preset, with any size given on the command line."""
+    config = QUICK if args.quick else FULL
+    changes = {
+        name: getattr(args, name)
+        for name in ("repetitions", "keyset_rows", "rows_rows", "small_tasks", "hook_files")
+        if getattr(args, name) is not None
+    }
+    return config.with_(**changes)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the chosen benchmarks on fresh services; exit 0 even when a target is missed."""
+    args = parse(argv)
+    config = configure(args)
+    chosen = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(SCENARIOS))
+    if unknown:
+        print(f"error: unknown benchmark(s) {unknown}; choose from {SCENARIOS}", file=sys.stderr)
+        return 2
+    figures: list[Figure] = []
+    began = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bench-") as work, Services(Path(work)) as services:
+        steps: dict[str, Callable[[], list[Figure]]] = {
+            "keyset": lambda: keyset.run(services, config),
+            "rows": lambda: rows.run(services, config),
+            "hook": lambda: hook.run(services, config),
+            "small": lambda: small_tasks.run(services, config),
+            "memory": lambda: memory.run(services, config, known_peaks(figures, config)),
+            "adaptive": lambda: adaptive.run(services, config),
+        }
+        for name in SCENARIOS:
+            if name in chosen:
+                started = time.monotonic()
+                print(f"running {name} ...", file=sys.stderr, flush=True)
+                figures += steps[name]()
+                print(f"  {name} took {time.monotonic() - started:.0f} s", file=sys.stderr)
+    print(table(figures))
+    print(f"\n{len(figures)} figures in {time.monotonic() - began:.0f} s")
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "results.json", figures, asdict(config))
+    (args.out / "results.md").write_text(markdown_table(figures) + "\n")
+    if not args.no_plot:
+        plot(args.out / "results.png", figures)
+    return 0
+
+
+def known_peaks(figures: Sequence[Figure], config: Config) -> dict[int, list[int]]:
+    """Peak RSS samples the keyset benchmark already took at its size."""
+    for figure in figures:
+        if figure.key == "keyset_vs_loop":
+            return {config.keyset_rows: list(figure.detail["peak_rss_bytes"])}
+    return {}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Adaptive batch size: the trace of batch sizes toward a target duration, and its throughput."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import text
+
+from bench.config import Config
+from bench.data import count_unfilled, create_users, keyset_source, run_data_task
+from bench.figures import Figure, median, ratios
+from bench.services import Services, utc_now
+
+
+def traced_run(services: Services, config: Config) -> tuple[float, list[dict[str, Any]]]:
+    """Run the adaptive backfill, sampling its record; worker seconds and the batch-size trace."""
+    version = services.next_version()
+    source = keyset_source(config.keyset_batch, config.adaptive_target_seconds)
+    services.write_task(version, "bench_adaptive", source)
+    services.run_hook("--quiet")
+    trace: list[dict[str, Any]] = []
+    query = text(
+        "SELECT status, batch_size, processed, started_at, finished_at FROM task_records "
+        "WHERE version = :v"
+    )
+    deadline = time.monotonic() + config.timeout
+    while time.monotonic() < deadline:
+        with services.engine.connect() as connection:
+            status, size, processed, started, finished = connection.execute(
+                query, {"v": version}
+            ).one()
+        if started is not None and size is not None:
+            seconds = ((finished or utc_now()) - started).total_seconds()
+            if not trace or trace[-1]["processed"] != processed:
+                trace.append({"seconds": seconds, "batch_size": size, "processed": processed})
+        if status == "succeeded":
+            return (finished - started).total_seconds(), trace
+        if status in ("failed", "cancelled"):
+            raise RuntimeError(f"adaptive backfill {status}")
+        time.sleep(0.01)
+    raise TimeoutError("adaptive backfill did not finish")
+
+
+def run(services: Services, config: Config) -> list[Figure]:
+    """Adaptive against the fixed default size, alternating, on fresh tables."""
+    rows = config.adaptive_rows
+    fixed: list[float] = []
+    adaptive: list[float] = []
+    traces: list[list[dict[str, Any]]] = []
+    with services.worker(concurrency=1):
+        for repetition in range(config.repetitions):
+            for mode in ("fixed", "adaptive") if repetition % 2 == 0 else ("adaptive", "fixed"):
+                create_users(services.engine, rows)
+                if mode == "fixed":
+                    source = keyset_source(config.keyset_batch)
+                    result = run_data_task(services, "bench_fixed", source, config.timeout)
+                    fixed.append(result.worker_seconds)
+                else:
+                    seconds, trace = traced_run(services, config)
+                    adaptive.append(seconds)
+                    traces.append(trace)
+                if count_unfilled(services.engine):
+                    raise RuntimeError(f"{mode} backfill left rows unfilled")
+            services.clear_tasks()
+    speedup = ratios(fixed, adaptive)
+    final = [trace[-1]["batch_size"] for trace in traces if trace]
+    return [
+        Figure(
+            "adaptive_vs_fixed",
+            f"adaptive batch size (target {config.adaptive_target_seconds:g} s) "
+            f"vs fixed {config.keyset_batch:,}, {rows:,} rows",
+            median(speedup),
+            "x speed",
+            None,
+            "min",
+            f"adaptive {rows / median(adaptive):,.0f} rows/s, "
+            f"fixed {rows / median(fixed):,.0f} rows/s; last batch size {median(final):,.0f}",
+            speedup,
+            {
+                "fixed_seconds": fixed,
+                "adaptive_seconds": adaptive,
+                "target_seconds": config.adaptive_target_seconds,
+                "trace": traces[len(traces) // 2] if traces else [],
+            },
+        )
+    ]

@@ -1,0 +1,182 @@
+"""The deploy hook on a large task directory: wall time, database queries, Redis round trips."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stdout
+from pathlib import Path
+from typing import Any
+
+from redis.connection import AbstractConnection
+from sqlalchemy import Engine, event, text
+
+from bench.config import Config
+from bench.data import ONE_SHOT_SOURCE
+from bench.figures import Figure, median
+from bench.services import REPO, Services
+
+IMPORTS = "import celery, sqlalchemy, redis"
+# A task file that is done is never imported, so its body does not matter.
+DONE_SOURCE = '"""Benchmark: a data task recorded as done long ago."""\n'
+
+
+def prepare(services: Services, files: int, pending: int) -> Path:
+    """A directory of `files` task files whose first `files - pending` are recorded as done."""
+    folder = services.work_dir / f"hook_{files}_{pending}"
+    folder.mkdir(exist_ok=True)
+    versions = [f"{20200101000000 + index:014d}" for index in range(files)]
+    for index, version in enumerate(versions):
+        done = index < files - pending
+        source = DONE_SOURCE if done else ONE_SHOT_SOURCE
+        (folder / f"{version}_bench_hook_{index}.py").write_text(source)
+    with services.engine.begin() as connection:
+        connection.execute(text("DELETE FROM task_records"))
+        connection.execute(
+            text(
+                "INSERT INTO task_records (version, name, status, epoch, processed, attempts, "
+                "created_at, finished_at) VALUES (:v, :n, 'succeeded', 1, 1, 0, now(), now())"
+            ),
+            [
+                {"v": version, "n": f"bench_hook_{index}"}
+                for index, version in enumerate(versions[: files - pending])
+            ],
+        )
+    return folder
+
+
+def forget_pending(services: Services, pending: int, files: int) -> None:
+    """Make the pending ones new again, and drop the jobs published for them (no worker runs)."""
+    versions = [f"{20200101000000 + index:014d}" for index in range(files - pending, files)]
+    with services.engine.begin() as connection:
+        connection.execute(
+            text("DELETE FROM task_records WHERE version = ANY(:v)"), {"v": versions}
+        )
+    services.redis.delete(services.settings.queue)
+
+
+def wall_time(command: list[str], env: dict[str, str]) -> float:
+    """Seconds a command takes, from spawn to exit."""
+    began = time.monotonic()
+    subprocess.run(command, env=env, cwd=REPO, check=True, capture_output=True, timeout=120)
+    return time.monotonic() - began
+
+
+@contextmanager
+def counting() -> Iterator[dict[str, Any]]:
+    """Count SQL statements sent by any engine and Redis commands sent on any connection."""
+    counts: dict[str, Any] = {"queries": 0, "record_queries": 0, "round_trips": 0, "sql": []}
+    original: Callable[..., None] = AbstractConnection.send_packed_command
+
+    def on_execute(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        counts["queries"] += 1
+        counts["sql"].append(" ".join(statement.split())[:90])
+        if "FROM task_records" in statement and statement.lstrip().upper().startswith("SELECT"):
+            counts["record_queries"] += 1
+
+    def send(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+        # One packed send is one round trip: a pipeline sends all its commands at once.
+        counts["round_trips"] += 1
+        original(self, command, check_health)
+
+    event.listen(Engine, "before_cursor_execute", on_execute)
+    AbstractConnection.send_packed_command = send  # type: ignore[method-assign]
+    try:
+        yield counts
+    finally:
+        AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
+        event.remove(Engine, "before_cursor_execute", on_execute)
+
+
+def count_in_process(services: Services, folder: Path) -> dict[str, Any]:
+    """Run the hook's main() in this process and count what it sends."""
+    from deploy_hooks.enqueue import main
+
+    previous = os.environ.get("DATA_TASKS_DIR")
+    os.environ["DATA_TASKS_DIR"] = str(folder)
+    try:
+        with counting() as counts, redirect_stdout(io.StringIO()):
+            code = main(["--quiet"])
+    finally:
+        os.environ["DATA_TASKS_DIR"] = previous or str(services.tasks_dir)
+    if code != 0:
+        raise RuntimeError(f"deploy hook exited with {code}")
+    return counts
+
+
+def run(services: Services, config: Config) -> list[Figure]:
+    """Time the hook against bare imports, then count its queries and round trips."""
+    files, pending = config.hook_files, config.hook_pending
+    folder = prepare(services, files, pending)
+    env = services.environment(DATA_TASKS_DIR=str(folder))
+    hook = [sys.executable, "-m", "deploy_hooks.enqueue", "--quiet"]
+    imports = [sys.executable, "-c", IMPORTS]
+    hook_times: list[float] = []
+    import_times: list[float] = []
+    wall_time(hook, env)  # warms the page cache and the bytecode, as a second deploy finds them
+    forget_pending(services, pending, files)
+    for repetition in range(config.hook_repetitions):
+        pair = [(hook, hook_times), (imports, import_times)]
+        for command, samples in pair if repetition % 2 == 0 else pair[::-1]:
+            samples.append(wall_time(command, env))
+            forget_pending(services, pending, files)
+    per_run = [h / i for h, i in zip(hook_times, import_times, strict=True)]
+
+    small = max(10, files // 10)
+    counts = {
+        "many_files": count_in_process(services, folder),
+    }
+    forget_pending(services, pending, files)
+    counts["few_files"] = count_in_process(services, prepare(services, small, pending))
+    forget_pending(services, pending, small)
+    counts["one_pending"] = count_in_process(services, prepare(services, files, 1))
+    forget_pending(services, 1, files)
+    services.clear_tasks()
+
+    many, few, one = counts["many_files"], counts["few_files"], counts["one_pending"]
+    extra_round_trips = (many["round_trips"] - one["round_trips"]) / max(1, pending - 1)
+    summary = {
+        name: {k: v for k, v in value.items() if k != "sql"} for name, value in counts.items()
+    }
+    return [
+        Figure(
+            "hook_vs_imports",
+            f'deploy hook, {files:,} files ({pending} pending) vs `python -c "{IMPORTS}"`',
+            median(per_run),
+            "x time",
+            1.5,
+            "max",
+            f"hook {median(hook_times) * 1000:.0f} ms, "
+            f"imports {median(import_times) * 1000:.0f} ms",
+            per_run,
+            {"hook_seconds": hook_times, "import_seconds": import_times},
+        ),
+        Figure(
+            "hook_queries",
+            f"deploy hook database queries, {small:,} -> {files:,} files",
+            many["queries"] / few["queries"],
+            "x queries",
+            1.0,
+            "max",
+            f"{few['queries']} -> {many['queries']} queries, "
+            f"{many['record_queries']} reading task_records",
+            [],
+            {"counts": summary, "statements": many["sql"]},
+        ),
+        Figure(
+            "hook_round_trips",
+            f"deploy hook Redis round trips per pending task, 1 -> {pending} pending",
+            extra_round_trips,
+            "round trips",
+            None,
+            "max",
+            f"{one['round_trips']} -> {many['round_trips']} round trips; "
+            f"{few['round_trips']} with {small:,} files",
+            [],
+            {"counts": summary},
+        ),
+    ]

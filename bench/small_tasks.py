@@ -1,0 +1,62 @@
+"""Many small tasks: one-shot data tasks end to end against empty Celery jobs, two processes."""
+
+from __future__ import annotations
+
+import time
+
+from bench.config import Config
+from bench.data import ONE_SHOT_SOURCE
+from bench.figures import Figure, median
+from bench.services import Services, utc_now, wait_for
+
+
+def data_tasks(services: Services, count: int, timeout: float) -> float:
+    """Deploy `count` one-shot task files at once; seconds until the last has succeeded."""
+    services.clear_tasks()
+    versions = [services.next_version() for _ in range(count)]
+    for index, version in enumerate(versions):
+        services.write_task(version, f"bench_small_{index}", ONE_SHOT_SOURCE)
+    began = utc_now()
+    services.run_hook("--quiet")
+    _, finished = services.wait_succeeded(versions, timeout)
+    return (finished - began).total_seconds()
+
+
+def empty_jobs(services: Services, count: int, timeout: float) -> float:
+    """Publish `count` empty jobs; seconds until the workers have run them all."""
+    from bench.worker_app import NOOP_COUNTER, noop
+
+    services.redis.delete(NOOP_COUNTER)
+    began = time.monotonic()
+    for _ in range(count):
+        noop.apply_async(queue=services.settings.queue)
+    wait_for(lambda: int(services.redis.get(NOOP_COUNTER) or 0) >= count, timeout, interval=0.01)
+    return time.monotonic() - began
+
+
+def run(services: Services, config: Config) -> list[Figure]:
+    """The overhead per data task beyond a bare Celery round trip, in milliseconds."""
+    count = config.small_tasks
+    ours: list[float] = []
+    baseline: list[float] = []
+    with services.worker(concurrency=2):
+        empty_jobs(services, min(count, 50), config.timeout)  # warm both pool processes
+        for repetition in range(config.repetitions):
+            pair = [(data_tasks, ours), (empty_jobs, baseline)]
+            for measure, samples in pair if repetition % 2 == 0 else pair[::-1]:
+                samples.append(measure(services, count, config.timeout))
+    services.clear_tasks()
+    per_task = [(o - b) / count * 1000 for o, b in zip(ours, baseline, strict=True)]
+    return [
+        Figure(
+            "small_tasks_overhead",
+            f"{count} one-shot data tasks, 2 worker processes: overhead per task",
+            median(per_task),
+            "ms/task",
+            None,
+            "max",
+            f"data tasks {median(ours):.2f} s, empty Celery jobs {median(baseline):.2f} s",
+            per_task,
+            {"data_task_seconds": ours, "empty_job_seconds": baseline, "tasks": count},
+        )
+    ]

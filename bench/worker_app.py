@@ -1,0 +1,25 @@
+"""The worker app the benchmark starts: the project's app plus an empty job for the baseline."""
+
+from __future__ import annotations
+
+import os
+
+import redis
+
+from worker.app import app
+
+# The empty job's only work is counting itself, so the baseline knows when all have run.
+NOOP_COUNTER = "bench:noop_done"
+_client: redis.Redis | None = None
+
+
+@app.task(name="bench.noop", ignore_result=True)  # type: ignore[untyped-decorator]
+def noop() -> None:
+    """An empty job: the cost of a Celery round trip and nothing else."""
+    global _client
+    if _client is None:
+        _client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    _client.incr(NOOP_COUNTER)
+
+
+__all__ = ["app", "noop"]
