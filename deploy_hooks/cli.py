@@ -4,39 +4,55 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
-from data_tasks.database import make_engine
-from data_tasks.errors import DataTaskError
-from data_tasks.overview import TaskView, overview
-from data_tasks.settings import Settings
-from deploy_hooks.exit_codes import OK, USAGE, fail
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError
+
+from data_tasks import operations
+from data_tasks.coordination import unavailable
+from data_tasks.data_task import Progress
+from data_tasks.errors import DataTaskError, ServiceUnavailable
+from data_tasks.overview import TaskView
+from data_tasks.publisher import CeleryPublisher, ChunkMessage
+from data_tasks.runtime import Runtime
+from data_tasks.settings import Settings, redact
+from deploy_hooks.exit_codes import FAILED, OK, TIMED_OUT, USAGE, fail
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-def progress_bar(view: TaskView, width: int = 20) -> str:
-    """A text bar with processed/total, the rate and the ETA."""
-    progress = view.progress
+def bar(progress: Progress, width: int = 20, live: bool = True) -> str:
+    """A text bar with processed/total, and the rate and ETA while it runs."""
     percent = progress.percent
     if percent is None:
-        bar = " " * width
+        shown = " " * width
         amount = f"{progress.processed}"
     else:
         filled = round(width * percent / 100)
-        bar = "#" * filled + "." * (width - filled)
+        shown = "#" * filled + "." * (width - filled)
         amount = f"{progress.processed}/{progress.total} {percent:5.1f}%"
     extra = ""
-    if progress.rows_per_second and view.record.state.is_in_flight:
+    if live and progress.rows_per_second:
         extra = f" {progress.rows_per_second:,.0f}/s"
         if progress.eta_seconds is not None:
             extra += f" eta {format_seconds(progress.eta_seconds)}"
-    return f"[{bar}] {amount}{extra}"
+    return f"[{shown}] {amount}{extra}"
+
+
+def progress_bar(view: TaskView, width: int = 20) -> str:
+    """The bar of one task; rate and ETA only while it is queued or running."""
+    return bar(view.progress, width, live=view.record.state.is_in_flight)
 
 
 def format_seconds(seconds: float) -> str:
@@ -49,20 +65,30 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+def note(view: TaskView, statuses: dict[str, str]) -> str:
+    """What a person should know about a task beyond its status: waits, errors, a lost file."""
+    record = view.record
+    text = ""
+    if view.waiting_on:
+        text = "waiting on " + ", ".join(
+            f"{dep} ({statuses[dep]})" if statuses.get(dep) in ("failed", "cancelled") else dep
+            for dep in view.waiting_on
+        )
+    elif record.last_error and not record.state.is_done:
+        text = record.last_error.splitlines()[0][:100]
+    if not view.has_file:
+        text = ("no task file; " + text).strip("; ")
+    return text
+
+
 def format_table(views: Sequence[TaskView]) -> str:
     """The status table a person reads."""
     if not views:
         return "no data tasks"
+    statuses = {view.record.version: view.record.status for view in views}
     rows = [("VERSION", "NAME", "STATUS", "PROGRESS", "TRIES", "NOTE")]
     for view in views:
         record = view.record
-        note = ""
-        if view.waiting_on:
-            note = "waiting on " + ", ".join(view.waiting_on)
-        elif record.last_error:
-            note = record.last_error.splitlines()[0][:80]
-        if not view.has_file:
-            note = ("no task file; " + note).strip("; ")
         rows.append(
             (
                 record.version,
@@ -70,29 +96,247 @@ def format_table(views: Sequence[TaskView]) -> str:
                 record.status,
                 progress_bar(view),
                 str(record.attempts),
-                note,
+                note(view, statuses),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
-        + "  "
-        + row[-1]
+        (
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+            + "  "
+            + row[-1]
+        ).rstrip()
         for row in rows
-    ).rstrip()
+    )
 
 
-def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+def format_record(view: TaskView) -> str:
+    """Every field of one record, one per line, then the full traceback."""
+    fields = view.as_dict()
+    traceback = fields.pop("traceback", None)
+    fields["progress"] = progress_bar(view)
+    fields["waiting_on"] = ", ".join(view.waiting_on) or None
+    order = ["version", "name", "status", "progress", "waiting_on", "epoch", "cursor"]
+    keys = order + [key for key in fields if key not in order]
+    width = max(len(key) for key in keys)
+    lines = []
+    for key in keys:
+        value = fields.get(key)
+        if value is None or value == "":
+            value = "-"
+        elif not isinstance(value, str):
+            value = json.dumps(value)
+        lines.append(f"{key.ljust(width)}  {value}")
+    lines.append("traceback:" if traceback else "traceback: -")
+    if traceback:
+        lines.append(str(traceback).rstrip())
+    return "\n".join(lines)
+
+
+class LazyCeleryPublisher:
+    """Builds a Celery app on the settings' broker at the first publish, not before."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.publisher: CeleryPublisher | None = None
+
+    def publish(self, message: ChunkMessage, countdown: float = 0.0) -> None:
+        """send_task through an app made for these settings."""
+        if self.publisher is None:
+            from worker.app import make_app  # importing Celery costs time: only when publishing
+
+            self.publisher = CeleryPublisher(make_app(self.settings), self.settings.queue)
+        self.publisher.publish(message, countdown)
+
+    def close(self) -> None:
+        """Release the app's broker connections."""
+        if self.publisher is not None:
+            self.publisher.app.close()
+
+
+Handler = Callable[[Runtime, argparse.Namespace], int]
+
+
+def cmd_status(runtime: Runtime, args: argparse.Namespace) -> int:
     """Print every data task's record."""
-    engine = make_engine(settings.database_url, connect_timeout=settings.connect_timeout_seconds)
-    try:
-        views = overview(engine, settings.tasks_dir)
-    finally:
-        engine.dispose()
+    views = operations.status(runtime)
     if args.json:
         print(json.dumps([view.as_dict() for view in views], indent=2))
     else:
         print(format_table(views))
+    return OK
+
+
+def cmd_show(runtime: Runtime, args: argparse.Namespace) -> int:
+    """Print one record whole."""
+    view = operations.show(runtime, args.version)
+    print(json.dumps(view.as_dict(), indent=2) if args.json else format_record(view))
+    return OK
+
+
+def cmd_run(runtime: Runtime, args: argparse.Namespace) -> int:
+    """Run a task in this process with a live progress bar."""
+    if not args.inline:
+        print(
+            "error: run needs --inline (workers run what the deploy hook, retry or resume enqueue)",
+            file=sys.stderr,
+        )
+        return USAGE
+    live = sys.stdout.isatty()
+
+    def show_progress(summary: dict[str, Any]) -> None:
+        seconds = float(summary.get("seconds") or 0.0)
+        rate = summary.get("rows", 0) / seconds if seconds > 0 else None
+        progress = Progress(summary["processed"], summary.get("total"), rows_per_second=rate)
+        print(("\r" if live else "") + bar(progress), end="" if live else "\n", flush=True)
+
+    print(f"running {args.version} inline (Ctrl-C stops after the current batch)")
+    with _interrupt_flag() as interrupted:
+        run = operations.run_inline(
+            runtime,
+            args.version,
+            on_progress=show_progress,
+            on_chunk=show_progress,
+            should_stop=interrupted,
+        )
+    if live:
+        print()
+    record = run.record
+    assert record is not None
+    rows = sum(int(chunk.get("rows") or 0) for chunk in run.chunks)
+    seconds = sum(float(chunk.get("seconds") or 0.0) for chunk in run.chunks)
+    where = f"{record.version} {record.name}"
+    if run.handed_over:
+        print(f"stopped {where} at {record.processed} rows; the workers take it from its cursor")
+        return FAILED
+    if record.status == "succeeded":
+        print(f"succeeded {where}: {rows} rows in {len(run.chunks)} chunk(s), {seconds:.2f}s")
+        return OK
+    print(f"{record.status} {where}: {record.last_error or 'see `show`'}", file=sys.stderr)
+    return FAILED
+
+
+@contextmanager
+def _interrupt_flag() -> Iterator[Callable[[], bool]]:
+    """A flag raised by Ctrl-C, so that the batch in flight finishes instead of being cut."""
+    raised = False
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal raised
+        raised = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: raised
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def cmd_retry(runtime: Runtime, args: argparse.Namespace) -> int:
+    """Resume a failed task at its cursor."""
+    return _enqueued(operations.retry(runtime, args.version))
+
+
+def cmd_resume(runtime: Runtime, args: argparse.Namespace) -> int:
+    """Resume a paused task at its cursor."""
+    return _enqueued(operations.resume(runtime, args.version))
+
+
+def cmd_rerun(runtime: Runtime, args: argparse.Namespace) -> int:
+    """Run a task again from the beginning, only when confirmed."""
+    if not args.yes:
+        print(
+            f"error: rerun applies every batch of {args.version} again from the beginning; "
+            "add --yes to do it",
+            file=sys.stderr,
+        )
+        return USAGE
+    return _enqueued(operations.rerun(runtime, args.version))
+
+
+def _enqueued(item: Any) -> int:
+    print(f"enqueued {item.version} {item.name} (epoch {item.epoch}, {item.reason})")
+    return OK
+
+
+def cmd_pause(runtime: Runtime, args: argparse.Namespace) -> int:
+    """Pause a queued or running task after its current batch."""
+    left = operations.pause(runtime, args.version)
+    print(f"paused {args.version} (was {left}; a running chunk stops after its batch)")
+    return OK
+
+
+def cmd_cancel(runtime: Runtime, args: argparse.Namespace) -> int:
+    """Cancel a task that is not done."""
+    left = operations.cancel(runtime, args.version)
+    print(f"cancelled {args.version} (was {left})")
+    return OK
+
+
+def cmd_skip(runtime: Runtime, args: argparse.Namespace) -> int:
+    """Record tasks as done without running them."""
+    if bool(args.versions) == bool(args.all_pending):
+        print("error: skip takes VERSION... or --all-pending, not both", file=sys.stderr)
+        return USAGE
+    marked = operations.skip(runtime, args.versions, all_pending=args.all_pending)
+    names = {view.record.version: view.record.name for view in operations.status(runtime)}
+    for version in marked:
+        print(f"skipped {version} {names.get(version, '')}".rstrip())
+    if not marked:
+        print("nothing to skip: no pending data tasks")
+    return OK
+
+
+def cmd_wait(runtime: Runtime, args: argparse.Namespace) -> int:
+    """Wait for tasks to succeed: the deploy gate of the next release."""
+    outcome = operations.wait(
+        runtime, args.versions, timeout=args.timeout, poll_seconds=args.interval
+    )
+    if outcome.succeeded:
+        print(f"done: {len(outcome.done)} data task(s) succeeded or skipped")
+        return OK
+    for version, reason in outcome.failed.items():
+        print(f"failed {version}: {reason}", file=sys.stderr)
+    if outcome.failed:
+        return FAILED
+    views = {view.record.version: view for view in operations.status(runtime)}
+    left = ", ".join(
+        f"{v} {views[v].record.status} {views[v].progress.processed}"
+        + (f"/{views[v].progress.total}" if views[v].progress.total else "")
+        for v in outcome.unfinished
+    )
+    print(f"timed out after {format_seconds(args.timeout)}; not done: {left}", file=sys.stderr)
+    return TIMED_OUT
+
+
+def cmd_dry_run(runtime: Runtime, args: argparse.Namespace) -> int:
+    """Run a few batches in a transaction that is rolled back; report the rows they change."""
+    report = operations.dry_run(runtime, args.version, batches=args.batches)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "version": report.version,
+                    "name": report.name,
+                    "start_cursor": report.start_cursor,
+                    "exhausted": report.exhausted,
+                    "rows_changed": report.rows_changed,
+                    "batches": [vars(batch) for batch in report.batches],
+                },
+                indent=2,
+            )
+        )
+        return OK
+    start = json.dumps(report.start_cursor)
+    print(f"dry run of {report.version} {report.name} from cursor {start} (rolled back)")
+    for batch in report.batches:
+        print(
+            f"batch {batch.number}: {batch.size} keys, {batch.rows_changed} rows changed "
+            f"by {batch.statements} statement(s), next cursor {json.dumps(batch.next_cursor)}"
+        )
+    if report.exhausted:
+        print("no more batches: the task would finish here")
+    print(f"would change {report.rows_changed} rows in {len(report.batches)} batch(es)")
     return OK
 
 
@@ -113,11 +357,7 @@ def new_task_file(tasks_dir: Path, name: str, now: datetime | None = None) -> Pa
 
 def cmd_new(settings: Settings, args: argparse.Namespace) -> int:
     """Write a new task file."""
-    try:
-        path = new_task_file(settings.tasks_dir, args.name)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return USAGE
+    path = new_task_file(settings.tasks_dir, args.name)
     print(f"created {path}")
     return OK
 
@@ -126,20 +366,71 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="python -m deploy_hooks", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    status = commands.add_parser("status", help="show every data task's record")
+
+    def command(name: str, handler: Handler, help: str, version: bool = True) -> Any:
+        sub = commands.add_parser(name, help=help, description=help)
+        if version:
+            sub.add_argument("version", help="the data task's 14-digit version")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    status = command("status", cmd_status, "show every data task's record", version=False)
     status.add_argument("--json", action="store_true", help="every record field, for scripts")
-    status.set_defaults(handler=cmd_status)
+    show = command("show", cmd_show, "show one record whole, with its traceback")
+    show.add_argument("--json", action="store_true", help="as JSON")
+    run = command("run", cmd_run, "run a data task in this process")
+    run.add_argument("--inline", action="store_true", help="run here, with a live progress bar")
+    command("retry", cmd_retry, "resume a failed data task at its cursor")
+    command("pause", cmd_pause, "pause a queued or running data task after its batch")
+    command("resume", cmd_resume, "resume a paused data task at its cursor")
+    command("cancel", cmd_cancel, "never run a data task (further)")
+    skip = command("skip", cmd_skip, "record data tasks as done without running", version=False)
+    skip.add_argument("versions", nargs="*", help="versions to skip")
+    skip.add_argument("--all-pending", action="store_true", help="skip every pending data task")
+    rerun = command("rerun", cmd_rerun, "run a data task again from the beginning")
+    rerun.add_argument("--yes", action="store_true", help="confirm: every batch runs again")
+    wait = command("wait", cmd_wait, "wait until data tasks succeed (a deploy gate)", version=False)
+    wait.add_argument("versions", nargs="*", help="versions to wait for (default: all)")
+    wait.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
+    wait.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
+    dry = command("dry-run", cmd_dry_run, "run batches in a transaction that is rolled back")
+    dry.add_argument("--batches", type=int, default=1, help="how many batches (default 1)")
+    dry.add_argument("--json", action="store_true", help="as JSON")
     new = commands.add_parser("new", help="write a new task file from the template")
     new.add_argument("name", help="snake_case name of the data task")
-    new.set_defaults(handler=cmd_new)
+    new.set_defaults(handler=cmd_new, settings_only=True)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one operator command; domain errors become one line and an exit code here."""
     args = build_parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         settings = Settings.from_env()
-        return int(args.handler(settings, args))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return USAGE
+    try:
+        if getattr(args, "settings_only", False):
+            return int(args.handler(settings, args))
+        publisher = LazyCeleryPublisher(settings)
+        runtime = Runtime.build(
+            settings, publisher, connect_timeout=settings.connect_timeout_seconds
+        )
+        try:
+            return int(args.handler(runtime, args))
+        finally:
+            runtime.close()
+            publisher.close()
     except DataTaskError as error:
         return fail(error)
+    except DBAPIError as error:
+        reason = str(error.orig or error).strip().splitlines()[0]
+        return fail(ServiceUnavailable("database", redact(settings.database_url), reason))
+    except RedisError as error:
+        return fail(unavailable(settings, error))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return USAGE

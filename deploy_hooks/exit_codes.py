@@ -12,7 +12,7 @@ from data_tasks.errors import (
 )
 
 OK = 0
-# A command on an unknown version, an illegal transition, a failed or timed-out wait.
+# A command on an unknown version, an illegal transition, a wait that saw a task fail.
 FAILED = 1
 # A task file or a dependency is invalid: fix the code, redeploy.
 INVALID_TASKS = 2
@@ -20,6 +20,8 @@ INVALID_TASKS = 2
 DATABASE_UNREACHABLE = 3
 # Redis cannot be reached.
 REDIS_UNREACHABLE = 4
+# `wait` ran out of time with nothing failed: the tasks are still running.
+TIMED_OUT = 5
 USAGE = 64
 
 

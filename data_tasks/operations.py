@@ -1,0 +1,454 @@
+"""What operators do to data tasks: the Python API under `python -m deploy_hooks`.
+
+Every status change goes through records.move; every claim goes through the scheduler's
+claim-and-publish, so an operator's retry, resume or rerun is fenced like a deploy's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from data_tasks.data_task import FINISHED
+from data_tasks.errors import DataTaskError, InvalidTransition, UnknownVersion
+from data_tasks.log import log_event
+from data_tasks.overview import TaskView, overview
+from data_tasks.publisher import ChunkMessage, Publisher
+from data_tasks.records import TaskRecord, insert_missing, load_all, move, utcnow
+from data_tasks.runner import run_chunk
+from data_tasks.runtime import Runtime
+from data_tasks.scheduler import Enqueued, _claim_and_publish
+from data_tasks.status import Status
+
+# What a rerun clears, so that the new epoch starts from the beginning.
+RESTART: dict[str, object] = {
+    "cursor": None,
+    "processed": 0,
+    "total": None,
+    "batch_size": None,
+    "attempts": 0,
+    "last_error": None,
+    "traceback": None,
+    "started_at": None,
+    "heartbeat_at": None,
+    "finished_at": None,
+    "worker": None,
+}
+NOT_TERMINAL = frozenset(
+    {Status.PENDING, Status.ENQUEUED, Status.RUNNING, Status.PAUSED, Status.FAILED}
+)
+RERUNNABLE = frozenset(
+    {Status.SUCCEEDED, Status.SKIPPED, Status.CANCELLED, Status.FAILED, Status.PAUSED}
+)
+DML_VERBS = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE"})
+
+
+def status(runtime: Runtime) -> list[TaskView]:
+    """Every data task with its progress and what it waits on, in version order."""
+    return overview(runtime.engine, runtime.settings.tasks_dir)
+
+
+def show(runtime: Runtime, version: str) -> TaskView:
+    """One data task's whole record, traceback included."""
+    for view in status(runtime):
+        if view.record.version == version:
+            return view
+    raise UnknownVersion(version)
+
+
+def retry(runtime: Runtime, version: str) -> Enqueued:
+    """Hand a failed task to the workers again; it resumes at its cursor."""
+    return _claim(runtime, version, {Status.FAILED}, "retry", "retried: resumes at its cursor")
+
+
+def resume(runtime: Runtime, version: str) -> Enqueued:
+    """Hand a paused task to the workers again; it resumes at its cursor."""
+    return _claim(runtime, version, {Status.PAUSED}, "resume", "resumed at its cursor")
+
+
+def rerun(runtime: Runtime, version: str) -> Enqueued:
+    """Run a task again from the beginning, in a new epoch (every batch is applied again)."""
+    return _claim(runtime, version, RERUNNABLE, "rerun", "rerun from the beginning", RESTART)
+
+
+def pause(runtime: Runtime, version: str) -> Status:
+    """Stop a queued or running task after its current batch; returns the status it left."""
+    sources = {Status.ENQUEUED, Status.RUNNING}
+    return _move(runtime, version, sources, Status.PAUSED, "pause", {})
+
+
+def cancel(runtime: Runtime, version: str) -> Status:
+    """Never run a task (further); returns the status it left. `rerun` can revive it."""
+    return _move(runtime, version, NOT_TERMINAL, Status.CANCELLED, "cancel", {})
+
+
+def skip(runtime: Runtime, versions: Sequence[str] = (), all_pending: bool = False) -> list[str]:
+    """Record tasks as done without running them; returns the versions it marked."""
+    records = _reconcile(runtime)
+    if all_pending:
+        targets = [v for v, record in sorted(records.items()) if record.state == Status.PENDING]
+    else:
+        targets = list(dict.fromkeys(versions))
+        for version in targets:
+            if version not in records:
+                raise UnknownVersion(version)
+            _require(records[version], {Status.PENDING, Status.FAILED}, Status.SKIPPED, "skip")
+    marked: list[str] = []
+    with runtime.session() as session, session.begin():
+        for version in targets:
+            record = records[version]
+            values = {"finished_at": utcnow()}
+            if move(session, version, record.state, Status.SKIPPED, record.epoch, values):
+                marked.append(version)
+            elif not all_pending:
+                raise _moved_meanwhile(runtime, version, Status.SKIPPED, "skip")
+    for version in marked:
+        log_event("operator", command="skip", version=version, epoch=records[version].epoch)
+    return marked
+
+
+@dataclass(frozen=True)
+class WaitOutcome:
+    """How a wait ended: every version done, one failed or blocked, or time ran out."""
+
+    done: list[str]
+    # Version -> why it will not succeed without an operator (failed, cancelled, blocked).
+    failed: dict[str, str]
+    unfinished: list[str]
+
+    @property
+    def succeeded(self) -> bool:
+        """True when every version waited on is done."""
+        return not self.failed and not self.unfinished
+
+    @property
+    def timed_out(self) -> bool:
+        """True when time ran out with nothing failed."""
+        return not self.failed and bool(self.unfinished)
+
+
+def wait(
+    runtime: Runtime,
+    versions: Sequence[str] = (),
+    timeout: float = 600.0,
+    poll_seconds: float = 1.0,
+    on_poll: Callable[[list[TaskView]], None] | None = None,
+) -> WaitOutcome:
+    """Wait until the versions (or every task) are done, one fails, or the timeout passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        views = {view.record.version: view for view in status(runtime)}
+        targets = list(versions) or sorted(views)
+        for version in targets:
+            if version not in views:
+                raise UnknownVersion(version)
+        outcome = _wait_outcome(views, targets)
+        if on_poll is not None:
+            on_poll([views[version] for version in targets])
+        left = deadline - time.monotonic()
+        if outcome.failed or not outcome.unfinished or left <= 0:
+            return outcome
+        time.sleep(min(poll_seconds, left))
+
+
+def _wait_outcome(views: dict[str, TaskView], targets: list[str]) -> WaitOutcome:
+    done: list[str] = []
+    failed: dict[str, str] = {}
+    unfinished: list[str] = []
+    for version in targets:
+        record = views[version].record
+        blockers = [
+            dep
+            for dep in views[version].waiting_on
+            if views[dep].record.state in (Status.FAILED, Status.CANCELLED)
+        ]
+        if record.state.is_done:
+            done.append(version)
+        elif record.state == Status.FAILED:
+            failed[version] = "failed: " + (record.last_error or "no error recorded")
+        elif record.state == Status.CANCELLED:
+            failed[version] = "cancelled"
+        elif blockers:
+            failed[version] = "blocked by " + ", ".join(
+                f"{dep} ({views[dep].record.status})" for dep in blockers
+            )
+        else:
+            unfinished.append(version)
+    return WaitOutcome(done, failed, unfinished)
+
+
+@dataclass(frozen=True)
+class DryRunBatch:
+    """What one batch of a dry run did before it was rolled back."""
+
+    number: int
+    # Keys or rows the batch covers.
+    size: int
+    # Rows its INSERT, UPDATE, DELETE and MERGE statements changed.
+    rows_changed: int
+    statements: int
+    next_cursor: Any
+
+
+@dataclass(frozen=True)
+class DryRunReport:
+    """A dry run: the batches it ran from the task's cursor, all rolled back."""
+
+    version: str
+    name: str
+    start_cursor: Any
+    batches: list[DryRunBatch]
+    # True when the data ran out before the batches asked for.
+    exhausted: bool
+
+    @property
+    def rows_changed(self) -> int:
+        """Rows all batches would change."""
+        return sum(batch.rows_changed for batch in self.batches)
+
+
+@dataclass
+class _RowCounter:
+    rows: int = 0
+    statements: int = 0
+
+    def __call__(self, _conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        words = statement.split(None, 1)
+        if words and words[0].upper() in DML_VERBS:
+            self.statements += 1
+            self.rows += max(0, int(cursor.rowcount or 0))
+
+
+def dry_run(runtime: Runtime, version: str, batches: int = 1) -> DryRunReport:
+    """Run up to `batches` batches from the task's cursor in one transaction, then roll back.
+
+    Writes outside the database (files, APIs) are not rolled back: custom tasks that make
+    them should not be dry-run.
+    """
+    if batches < 1:
+        raise ValueError(f"batches must be at least 1, not {batches}")
+    task = runtime.catalog.task(version)
+    with runtime.session() as session:
+        record = session.get(TaskRecord, version)
+    cursor = record.cursor_value if record else None
+    start = cursor
+    batch_size = (record.batch_size if record else None) or task.options.batch_size
+    done: list[DryRunBatch] = []
+    exhausted = False
+    counter = _RowCounter()
+    with runtime.engine.connect() as connection:
+        event.listen(connection, "after_cursor_execute", counter)
+        transaction = connection.begin()
+        try:
+            # A savepoint session: even a task that calls commit() cannot escape the rollback.
+            with Session(bind=connection, join_transaction_mode="create_savepoint") as work:
+                for number in range(1, batches + 1):
+                    batch = task.plan(work, cursor, batch_size)
+                    if batch is None:
+                        exhausted = True
+                        break
+                    rows, statements = counter.rows, counter.statements
+                    returned = task.apply(work, batch)
+                    work.flush()
+                    if batch.cursor_from_apply:
+                        cursor = FINISHED if returned is None else returned
+                    else:
+                        cursor = batch.next_cursor
+                    done.append(
+                        DryRunBatch(
+                            number=number,
+                            size=batch.size,
+                            rows_changed=counter.rows - rows,
+                            statements=counter.statements - statements,
+                            next_cursor=cursor,
+                        )
+                    )
+        finally:
+            transaction.rollback()
+            event.remove(connection, "after_cursor_execute", counter)
+    log_event("dry_run", version=version, batches=len(done), rows=sum(b.rows_changed for b in done))
+    return DryRunReport(version, task.name, start, done, exhausted)
+
+
+class InlinePublisher:
+    """Keeps one version's chunk jobs for this process to run; passes others to the workers."""
+
+    def __init__(self, version: str, fallback: Publisher) -> None:
+        self.version = version
+        self.fallback = fallback
+        self.queue: deque[tuple[ChunkMessage, float]] = deque()
+
+    def publish(self, message: ChunkMessage, countdown: float = 0.0) -> None:
+        """Keep the job if it is ours, else hand it to the fallback publisher."""
+        if message.version == self.version:
+            self.queue.append((message, countdown))
+        else:
+            self.fallback.publish(message, countdown)
+
+
+@dataclass
+class InlineRun:
+    """What `run --inline` did: one summary per chunk, and the record at the end."""
+
+    version: str
+    chunks: list[dict[str, Any]] = field(default_factory=list)
+    record: TaskRecord | None = None
+    # True when it stopped early and handed the rest to the workers.
+    handed_over: bool = False
+
+    @property
+    def status(self) -> Status:
+        """The task's status when the run ended."""
+        assert self.record is not None
+        return self.record.state
+
+
+def _never() -> bool:
+    return False
+
+
+def run_inline(
+    runtime: Runtime,
+    version: str,
+    *,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    on_chunk: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] = _never,
+    batches_per_chunk: int | None = None,
+    ignore_dependencies: bool = False,
+) -> InlineRun:
+    """Run a task in this process, chunk after chunk, through the same runner and records.
+
+    Chunks end at the settings' time budget, or after `batches_per_chunk` batches (to prove in
+    a test that resuming neither skips nor repeats a row). When `should_stop` turns true, the
+    current batch finishes and the rest is handed to the workers through the runtime's
+    publisher; so are the tasks this one unblocks.
+    """
+    if batches_per_chunk is not None and batches_per_chunk < 1:
+        raise ValueError(f"batches_per_chunk must be at least 1, not {batches_per_chunk}")
+    inline = InlinePublisher(version, runtime.publisher)
+    asked = 0
+
+    def stop_now() -> bool:
+        # The runner asks before each batch after a chunk's first one.
+        nonlocal asked
+        asked += 1
+        return should_stop() or (batches_per_chunk is not None and asked >= batches_per_chunk)
+
+    local = replace(runtime, publisher=inline, should_stop=stop_now, on_progress=on_progress)
+    record = _record(runtime, version)
+    if record.state == Status.ENQUEUED:
+        # Take over the queued job: the claim below fences off the copy in the broker.
+        inline.publish(ChunkMessage(version, record.epoch))
+    else:
+        allowed = {Status.PENDING, Status.FAILED, Status.PAUSED}
+        _require(record, allowed, Status.ENQUEUED, "run")
+        if record.state == Status.PENDING and not ignore_dependencies:
+            blockers = show(runtime, version).waiting_on
+            if blockers:
+                raise DataTaskError(
+                    f"data task {version} waits on {', '.join(blockers)}: run or skip those first"
+                )
+        _claim(local, version, allowed, "run", "run inline")
+    result = InlineRun(version)
+    while inline.queue:
+        message, countdown = inline.queue.popleft()
+        if should_stop():
+            runtime.publisher.publish(message, countdown)
+            result.handed_over = True
+            break
+        if countdown:
+            time.sleep(countdown)
+        asked = 0
+        summary = run_chunk(local, message)
+        result.chunks.append(summary)
+        if on_chunk is not None:
+            on_chunk(summary)
+    with runtime.session() as session:
+        result.record = session.get(TaskRecord, version)
+    return result
+
+
+def _claim(
+    runtime: Runtime,
+    version: str,
+    allowed: Collection[Status],
+    command: str,
+    reason: str,
+    reset: dict[str, object] | None = None,
+) -> Enqueued:
+    """Claim a task with a new epoch and publish its chunk job, as the deploy hook does."""
+    record = _record(runtime, version)
+    _require(record, allowed, Status.ENQUEUED, command)
+    task_file = runtime.catalog.file(version)
+    won = _claim_and_publish(runtime, [(record, record.state, reason, task_file)], reset)
+    if not won:
+        raise _moved_meanwhile(runtime, version, Status.ENQUEUED, command)
+    log_event("operator", command=command, version=version, epoch=won[0].epoch)
+    return won[0]
+
+
+def _move(
+    runtime: Runtime,
+    version: str,
+    sources: Collection[Status],
+    to: Status,
+    command: str,
+    values: dict[str, Any],
+) -> Status:
+    """Move a task from whichever of the sources it is in; returns the one it left."""
+    record = _record(runtime, version)
+    _require(record, sources, to, command)
+    with runtime.session() as session, session.begin():
+        if to in (Status.CANCELLED, Status.SKIPPED):
+            values = {"finished_at": utcnow(), **values}
+        if not move(session, version, list(sources), to, None, values):
+            raise _moved_meanwhile(runtime, version, to, command)
+    log_event("operator", command=command, version=version, epoch=record.epoch)
+    return record.state
+
+
+def _require(record: TaskRecord, allowed: Collection[Status], to: Status, command: str) -> None:
+    if record.state not in allowed:
+        raise InvalidTransition(record.version, record.status, to.value, command=command)
+
+
+def _moved_meanwhile(runtime: Runtime, version: str, to: Status, command: str) -> InvalidTransition:
+    """The error for a record another process moved between our read and our write."""
+    record = _record(runtime, version)
+    return InvalidTransition(version, record.status, to.value, command=command)
+
+
+def _record(runtime: Runtime, version: str) -> TaskRecord:
+    """The record of a version; a task file not yet recorded gets its pending record first."""
+    runtime.create_tables()
+    with runtime.session() as session:
+        record = session.get(TaskRecord, version)
+    if record is not None:
+        return record
+    try:
+        runtime.catalog.file(version)
+    except DataTaskError:
+        raise UnknownVersion(version) from None
+    return _reconcile(runtime)[version]
+
+
+def _reconcile(runtime: Runtime) -> dict[str, TaskRecord]:
+    """Every record, after inserting pending ones for task files not yet recorded."""
+    runtime.create_tables()
+    files = runtime.catalog.files(refresh=True)
+    with runtime.session() as session, session.begin():
+        records = load_all(session)
+        missing = [(v, task_file.name) for v, task_file in files.items() if v not in records]
+        if missing:
+            insert_missing(session, missing)
+    if missing:
+        with runtime.session() as session:
+            records = load_all(session)
+    return records
