@@ -413,9 +413,11 @@ def run(args: argparse.Namespace, started: float) -> bool:
                 views = watch(engine, workers, args.timeout, started)
             finally:
                 with uninterrupted():
-                    if workers:
-                        say("stopping the workers (warm shutdown) and Redis")
+                    stopping = time.monotonic()
                     stop_workers(workers)
+                    if workers:
+                        seconds = time.monotonic() - stopping
+                        say(f"workers stopped (warm shutdown) in {seconds:.1f}s; stopping Redis")
         say()
         say("final status:")
         say(format_table(views))
