@@ -213,7 +213,7 @@ class DryRunReport:
         return sum(batch.rows_changed for batch in self.batches)
 
 
-@dataclass
+@dataclass(eq=False)  # hashable: SQLAlchemy keeps listeners in dicts
 class _RowCounter:
     rows: int = 0
     statements: int = 0
