@@ -101,11 +101,7 @@ def enqueue(runtime: Runtime) -> EnqueueReport:
     """One pass of the deploy hook; raises ServiceUnavailable, InvalidTaskFile, DependencyError."""
     settings = runtime.settings
     files = {task_file.version: task_file for task_file in discover(settings.tasks_dir)}
-    try:
-        check_reachable(runtime.engine)
-        runtime.create_tables()
-    except DBAPIError as error:
-        raise ServiceUnavailable("database", str(runtime.engine.url), str(error)) from None
+    check_reachable(runtime.engine)
     try:
         lock = runtime.coordinator.hook_lock()
         if not lock.acquire():
@@ -115,6 +111,12 @@ def enqueue(runtime: Runtime) -> EnqueueReport:
     except RedisError as error:
         raise unavailable(settings, error) from None
     try:
+        try:
+            # Under the hook lock: concurrent CREATE TABLEs on a fresh database collide.
+            runtime.create_tables()
+        except DBAPIError as error:
+            reason = str(error.orig or error).strip().splitlines()[0]
+            raise ServiceUnavailable("database", str(runtime.engine.url), reason) from None
         return _enqueue_locked(runtime, files)
     except RedisError as error:
         raise unavailable(settings, error) from None
