@@ -1,0 +1,226 @@
+"""The deploy hook's pass: order, idempotence, lost jobs, stale runs, concurrent hooks."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import redis
+
+from data_tasks.publisher import RecordingPublisher
+from data_tasks.records import move, utcnow
+from data_tasks.runner import run_chunk
+from data_tasks.runtime import Runtime
+from data_tasks.scheduler import EnqueueReport, enqueue
+from data_tasks.settings import Settings
+from data_tasks.status import Status
+from tests.conftest import copy_tasks
+from tests.items import applied_counts, create_items
+from tests.running import drain, published, record, take
+
+COUNT = "20250101000000"
+AFTER_THE_REST = "20250109000000"
+
+
+def start_running(runtime: Runtime, version: str, epoch: int, beat_seconds_ago: float) -> None:
+    """Put a record where a worker's chunk puts it when it starts (claim at epoch + 1)."""
+    with runtime.session() as session, session.begin():
+        beat = utcnow() - timedelta(seconds=beat_seconds_ago)
+        values = {"epoch": epoch + 1, "heartbeat_at": beat, "started_at": beat, "worker": "w1"}
+        assert move(session, version, Status.ENQUEUED, Status.RUNNING, epoch, values)
+
+
+def test_a_later_task_waits_for_every_earlier_one_then_the_worker_enqueues_it(
+    runtime: Runtime, postgres_engine: object
+) -> None:
+    copy_tasks(
+        runtime.settings.tasks_dir,
+        "20250101000000_count_items.py",
+        "20250109000000_count_items_after_the_rest.py",
+    )
+    create_items(runtime.engine, 3_000)
+
+    report = enqueue(runtime)
+
+    assert [item.version for item in report.enqueued] == [COUNT]
+    assert report.waiting == {AFTER_THE_REST: [COUNT]}
+    assert record(runtime, AFTER_THE_REST).state is Status.PENDING
+
+    # No second deploy hook: the chunk that finishes the first task enqueues the second.
+    summaries = drain(runtime)
+
+    assert [s["version"] for s in summaries if s["outcome"] == "succeeded"] == [
+        COUNT,
+        AFTER_THE_REST,
+    ]
+    assert applied_counts(runtime.engine) == {2: 3_000}
+    assert record(runtime, AFTER_THE_REST).state is Status.SUCCEEDED
+
+
+def test_a_task_with_explicit_empty_dependencies_runs_at_once(runtime: Runtime) -> None:
+    copy_tasks(
+        runtime.settings.tasks_dir,
+        "20250101000000_count_items.py",
+        "20250102000000_count_even_items.py",
+        "20250109000000_count_items_after_the_rest.py",
+    )
+    create_items(runtime.engine, 100)
+
+    report = enqueue(runtime)
+
+    assert [item.version for item in report.enqueued] == [COUNT, "20250102000000"]
+    assert report.waiting == {AFTER_THE_REST: [COUNT, "20250102000000"]}
+
+
+def test_a_failed_task_blocks_the_tasks_after_it(runtime: Runtime) -> None:
+    copy_tasks(
+        runtime.settings.tasks_dir,
+        "20250106000000_always_fails.py",
+        "20250109000000_count_items_after_the_rest.py",
+    )
+    create_items(runtime.engine, 100)
+
+    enqueue(runtime)
+    drain(runtime)
+    report = enqueue(runtime)
+
+    assert record(runtime, "20250106000000").state is Status.FAILED
+    assert report.enqueued == []
+    assert report.failed == ["20250106000000"]
+    assert report.waiting == {AFTER_THE_REST: ["20250106000000"]}
+    assert applied_counts(runtime.engine) == {0: 100}
+
+
+def test_a_second_hook_while_the_task_is_enqueued_or_running_enqueues_nothing(
+    runtime: Runtime,
+) -> None:
+    copy_tasks(runtime.settings.tasks_dir, "20250101000000_count_items.py")
+    create_items(runtime.engine, 100)
+    assert len(enqueue(runtime).enqueued) == 1
+
+    while_enqueued = enqueue(runtime)
+    lock = runtime.coordinator.task_lock(COUNT, "w1")
+    assert lock.acquire()
+    start_running(runtime, COUNT, epoch=1, beat_seconds_ago=0)
+    while_running = enqueue(runtime)
+    lock.release()
+    while_running_unlocked = enqueue(runtime)  # a fresh heartbeat is enough
+
+    for report in (while_enqueued, while_running, while_running_unlocked):
+        assert report.enqueued == []
+        assert report.in_flight == [COUNT]
+    assert len(published(runtime)) == 1
+    assert record(runtime, COUNT).epoch == 2
+
+
+def test_a_hook_after_success_enqueues_nothing(runtime: Runtime) -> None:
+    copy_tasks(runtime.settings.tasks_dir, "20250101000000_count_items.py")
+    create_items(runtime.engine, 100)
+    enqueue(runtime)
+    drain(runtime)
+
+    report = enqueue(runtime)
+
+    assert (report.enqueued, report.in_flight, report.waiting) == ([], [], {})
+    assert published(runtime) == []
+    assert applied_counts(runtime.engine) == {1: 100}
+
+
+def test_a_failed_task_is_enqueued_again_only_once_its_file_changed(runtime: Runtime) -> None:
+    [path] = [
+        copy_tasks(runtime.settings.tasks_dir, "20250106000000_always_fails.py")
+        / "20250106000000_always_fails.py"
+    ]
+    enqueue(runtime)
+    drain(runtime)
+    assert record(runtime, "20250106000000").state is Status.FAILED
+
+    unchanged = enqueue(runtime)
+    path.write_text(path.read_text() + "# fixed, say\n")
+    changed = enqueue(runtime)
+
+    assert unchanged.enqueued == [] and unchanged.failed == ["20250106000000"]
+    assert [(e.version, e.reason) for e in changed.enqueued] == [
+        ("20250106000000", "resumed: its file changed")
+    ]
+    resumed = record(runtime, "20250106000000")
+    assert (resumed.state, resumed.attempts) == (Status.ENQUEUED, 0)
+    assert len(published(runtime)) == 1
+
+
+def test_a_job_lost_from_redis_is_published_again_and_the_old_one_is_fenced(
+    runtime: Runtime, redis_client: redis.Redis
+) -> None:
+    copy_tasks(runtime.settings.tasks_dir, "20250101000000_count_items.py")
+    create_items(runtime.engine, 2_000)
+    enqueue(runtime)
+    [lost] = take(runtime)
+
+    redis_client.flushdb()  # a Redis restart without persistence loses the queue
+    report = enqueue(runtime)
+
+    assert [(e.version, e.epoch, e.reason) for e in report.enqueued] == [
+        (COUNT, 2, "re-published: its job was lost")
+    ]
+    [again] = published(runtime)
+    assert again.epoch == 2
+    # Should the lost message turn up after all, it changes nothing.
+    assert run_chunk(runtime, lost)["outcome"] == "stale"
+    drain(runtime)
+    assert applied_counts(runtime.engine) == {1: 2_000}
+
+
+def test_a_run_whose_worker_stopped_beating_is_reclaimed(runtime: Runtime) -> None:
+    copy_tasks(runtime.settings.tasks_dir, "20250101000000_count_items.py")
+    create_items(runtime.engine, 2_000)
+    enqueue(runtime)
+    take(runtime)
+    stale = runtime.settings.stale_seconds
+    start_running(runtime, COUNT, epoch=1, beat_seconds_ago=stale * 10)
+
+    lock = runtime.coordinator.task_lock(COUNT, "w1")
+    assert lock.acquire()
+    while_locked = enqueue(runtime)  # an old heartbeat but a live lease: a slow batch, not dead
+    lock.release()
+    report = enqueue(runtime)
+
+    assert while_locked.enqueued == [] and while_locked.in_flight == [COUNT]
+    assert [(e.version, e.epoch, e.reason) for e in report.enqueued] == [
+        (COUNT, 3, "reclaimed: its worker stopped beating")
+    ]
+    drain(runtime)
+    assert record(runtime, COUNT).state is Status.SUCCEEDED
+    assert applied_counts(runtime.engine) == {1: 2_000}
+
+
+def test_concurrent_hooks_publish_each_task_once(pg_settings: Settings, tasks_dir: Path) -> None:
+    copy_tasks(
+        tasks_dir,
+        "20250101000000_count_items.py",
+        "20250102000000_count_even_items.py",
+        "20250103000000_count_item_rows.py",
+    )
+    publisher = RecordingPublisher()
+    hooks = 6
+    barrier = threading.Barrier(hooks)
+    reports: list[EnqueueReport] = []
+
+    def deploy_hook() -> None:
+        runtime = Runtime.build(pg_settings, publisher)
+        try:
+            barrier.wait()
+            reports.append(enqueue(runtime))
+        finally:
+            runtime.close()
+
+    threads = [threading.Thread(target=deploy_hook) for _ in range(hooks)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(reports) == hooks
+    published_versions = sorted(message.version for message, _ in publisher.messages)
+    assert published_versions == [COUNT, "20250102000000", "20250103000000"]
+    assert sorted(e.version for report in reports for e in report.enqueued) == published_versions
