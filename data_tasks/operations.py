@@ -234,6 +234,7 @@ def dry_run(runtime: Runtime, version: str, batches: int = 1) -> DryRunReport:
     if batches < 1:
         raise ValueError(f"batches must be at least 1, not {batches}")
     task = runtime.catalog.task(version)
+    runtime.create_tables()
     with runtime.session() as session:
         record = session.get(TaskRecord, version)
     cursor = record.cursor_value if record else None

@@ -17,7 +17,7 @@ from types import FrameType
 from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from data_tasks import operations
 from data_tasks.coordination import unavailable
@@ -190,7 +190,8 @@ def cmd_run(runtime: Runtime, args: argparse.Namespace) -> int:
         progress = Progress(summary["processed"], summary.get("total"), rows_per_second=rate)
         print(("\r" if live else "") + bar(progress), end="" if live else "\n", flush=True)
 
-    print(f"running {args.version} inline (Ctrl-C stops after the current batch)")
+    name = operations.show(runtime, args.version).record.name
+    print(f"running {args.version} {name} inline (Ctrl-C stops after the current batch)")
     with _interrupt_flag() as interrupted:
         run = operations.run_inline(
             runtime,
@@ -426,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             publisher.close()
     except DataTaskError as error:
         return fail(error)
-    except DBAPIError as error:
+    except (OperationalError, InterfaceError) as error:
         reason = str(error.orig or error).strip().splitlines()[0]
         return fail(ServiceUnavailable("database", redact(settings.database_url), reason))
     except RedisError as error:
