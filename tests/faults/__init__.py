@@ -1,0 +1,1 @@
+"""Fault injection against real PostgreSQL, Redis and celery worker processes."""

@@ -1,0 +1,255 @@
+"""What the fault tests share: the workload, record reads, the queue, a private Redis, a ledger."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import redis
+from sqlalchemy import Engine, text
+
+from data_tasks.settings import Settings
+from tests.conftest import copy_tasks
+from tests.items import applied_counts, create_items
+from tests.processes import run_hook, wait_for
+
+# At least this many rows, so that a row applied twice or never shows up as a count of 2 or 0.
+ROWS = 100_000
+SLOW_FILE = "20250901000000_faulty_slow_count.py"
+SLOW = "20250901000000"
+MIDWAY_FILE = "20250901000100_faulty_fails_midway.py"
+MIDWAY = "20250901000100"
+DEPENDENT_FILE = "20250901000200_faulty_dependent.py"
+DEPENDENT = "20250901000200"
+
+
+def fault_settings(settings: Settings) -> Settings:
+    """Short budgets, so that many chunks, stale runs and expired locks happen in seconds."""
+    return settings.with_(chunk_seconds=1.0, stale_seconds=3.0, lock_seconds=2.0)
+
+
+def backfill(settings: Settings, engine: Engine, rows: int = ROWS) -> None:
+    """The workload: `rows` items at 0 and the slow counting backfill in the task folder."""
+    create_items(engine, rows)
+    copy_tasks(settings.tasks_dir, SLOW_FILE)
+
+
+def record(engine: Engine, version: str) -> dict[str, Any]:
+    """A version's task record as a dict (empty when there is none)."""
+    with engine.connect() as connection:
+        row = connection.execute(
+            text("SELECT * FROM task_records WHERE version = :v"), {"v": version}
+        ).mappings()
+        found = row.first()
+    return dict(found) if found is not None else {}
+
+
+def status(engine: Engine, version: str) -> str | None:
+    """A version's status, None when it has no record."""
+    return record(engine, version).get("status")
+
+
+def wait_status(engine: Engine, version: str, *wanted: str, timeout: float = 90.0) -> str:
+    """Wait until the record reaches one of the statuses."""
+    return wait_for(
+        lambda: status(engine, version) if status(engine, version) in wanted else None,
+        timeout=timeout,
+        interval=0.2,
+    )
+
+
+def wait_progress(engine: Engine, version: str, beyond: int, timeout: float = 90.0) -> int:
+    """Wait until the record has processed more than `beyond` rows; returns how many."""
+    return int(
+        wait_for(
+            lambda: (
+                (record(engine, version).get("processed") or 0) > beyond
+                and record(engine, version)["processed"]
+            ),
+            timeout=timeout,
+            interval=0.05,
+        )
+    )
+
+
+def wait_epoch(engine: Engine, version: str, above: int, timeout: float = 60.0) -> int:
+    """Wait until the record's epoch is above `above` (someone claimed it again)."""
+    return int(
+        wait_for(
+            lambda: (
+                (record(engine, version).get("epoch") or 0) > above
+                and record(engine, version)["epoch"]
+            ),
+            timeout=timeout,
+            interval=0.1,
+        )
+    )
+
+
+def hook_ok(settings: Settings, **extra: str) -> str:
+    """Run the deploy hook and require exit 0; returns what it printed."""
+    result = run_hook(settings, **extra)
+    assert result.returncode == 0, result.stderr + result.stdout
+    return result.stdout
+
+
+def wait_reclaimable(settings: Settings, engine: Engine, version: str) -> None:
+    """Wait until a dead run is stale: its heartbeat old and its lease gone from Redis."""
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+
+        def ready() -> bool:
+            found = record(engine, version)
+            if found.get("status") != "running" or found.get("heartbeat_at") is None:
+                return False
+            with engine.connect() as connection:
+                age = connection.execute(
+                    text("SELECT extract(epoch FROM now() - :beat)"),
+                    {"beat": found["heartbeat_at"]},
+                ).scalar_one()
+            lock = f"{settings.key_prefix}:lock:{version}"
+            return float(age) > settings.stale_seconds and not client.exists(lock)
+
+        wait_for(ready, timeout=60, interval=0.2)
+    finally:
+        client.close()
+
+
+def exactly_once(engine: Engine, rows: int = ROWS) -> dict[int, int]:
+    """Every row's counter is 1: none applied twice, none lost."""
+    counts = applied_counts(engine)
+    assert counts == {1: rows}, f"applied counts {counts}: want every one of {rows} rows at 1"
+    return counts
+
+
+def untouched(engine: Engine, rows: int = ROWS) -> None:
+    """No row was applied at all."""
+    counts = applied_counts(engine)
+    assert counts == {0: rows}, f"applied counts {counts}: want every one of {rows} rows at 0"
+
+
+def ledger(fault: str, injections: int, rows: int, engine: Engine) -> None:
+    """Add a line to $FAULT_LEDGER (when set): the README's reliability table is built from it."""
+    path = os.environ.get("FAULT_LEDGER")
+    if not path:
+        return
+    counts = applied_counts(engine)
+    line = {
+        "fault": fault,
+        "injections": injections,
+        "rows": rows,
+        "twice": sum(n for applied, n in counts.items() if applied > 1),
+        "lost": sum(n for applied, n in counts.items() if applied == 0),
+    }
+    with Path(path).open("a") as out:
+        out.write(json.dumps(line) + "\n")
+
+
+def queued_messages(client: redis.Redis, queue: str = "data_tasks") -> list[dict[str, Any]]:
+    """The chunk job kwargs waiting in a Celery queue on Redis (oldest first)."""
+    messages = []
+    for raw in reversed(client.lrange(queue, 0, -1)):
+        envelope = json.loads(raw)
+        body = json.loads(base64.b64decode(envelope["body"]))
+        messages.append({"task": envelope["headers"]["task"], **body[1]})
+    return messages
+
+
+def log_lines(text_: str, *needles: str) -> list[str]:
+    """The lines of a log that contain every needle."""
+    return [line for line in text_.splitlines() if all(n in line for n in needles)]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PrivateRedis:
+    """A throw-away redis-server of the test's own, in memory only, that it may stop at will."""
+
+    def __init__(self, directory: Path, password: str | None = None) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.password = password
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Its URL, database 0."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self) -> PrivateRedis:
+        """Start it empty and wait until it answers."""
+        command = ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no"]
+        command += ["--bind", "127.0.0.1", "--dir", str(self.directory)]
+        if self.password:
+            command += ["--requirepass", self.password]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
+
+        def answers() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        wait_for(answers, timeout=20)
+        client.close()
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL it: the queue, the locks and the markers are gone."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+@contextmanager
+def private_redis(directory: Path, password: str | None = None) -> Iterator[PrivateRedis]:
+    """A started PrivateRedis, killed at the end."""
+    server = PrivateRedis(directory, password).start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def terminate_backends(engine: Engine, database: str, exclude_pids: Mapping[int, Any]) -> int:
+    """pg_terminate_backend every other connection to the database; returns how many."""
+    with engine.connect() as connection:
+        pids = connection.execute(
+            text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = :db AND pid <> pg_backend_pid()"
+            ),
+            {"db": database},
+        ).scalars()
+        killed = 0
+        for pid in pids:
+            if pid in exclude_pids:
+                continue
+            killed += bool(
+                connection.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
+            )
+        connection.commit()
+    return killed
+
+
+def settle(seconds: float) -> None:
+    """Let a fault take effect (never used in an assertion)."""
+    time.sleep(seconds)

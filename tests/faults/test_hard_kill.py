@@ -1,0 +1,80 @@
+"""SIGKILL the worker at random points of a backfill; the next hook or the sweep reclaims it."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from data_tasks.settings import Settings
+from tests.faults.harness import (
+    ROWS,
+    SLOW,
+    backfill,
+    exactly_once,
+    fault_settings,
+    hook_ok,
+    ledger,
+    log_lines,
+    record,
+    status,
+    wait_epoch,
+    wait_progress,
+    wait_reclaimable,
+    wait_status,
+)
+from tests.processes import WorkerProcess
+
+pytestmark = pytest.mark.e2e
+
+KILLS = 5
+
+
+def test_sigkill_at_random_points_then_every_row_is_counted_once(
+    pg_settings: Settings, postgres_engine: Engine, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    settings = fault_settings(pg_settings)
+    backfill(settings, postgres_engine)
+    seed = int(os.environ.get("FAULT_SEED", random.randrange(1_000_000)))
+    print(f"FAULT_SEED={seed}")
+    rng = random.Random(seed)
+    assert f"enqueued {SLOW}" in hook_ok(settings)
+
+    reclaimed = {"hook": 0, "sweep": 0}
+    for round_ in range(KILLS + 1):
+        by_sweep = round_ % 2 == 0 and round_ > 0
+        if round_ > 0:
+            # The killed run is left "running" with a stale heartbeat and an expired lease.
+            wait_reclaimable(settings, postgres_engine, SLOW)
+            epoch = record(postgres_engine, SLOW)["epoch"]
+            if not by_sweep:
+                out = hook_ok(settings)
+                assert f"enqueued {SLOW}" in out and "reclaimed" in out, out
+                assert record(postgres_engine, SLOW)["epoch"] == epoch + 1
+                reclaimed["hook"] += 1
+        beat = ["-B", "-s", str(tmp_path / f"beat{round_}")] if by_sweep else []
+        worker = WorkerProcess(
+            settings, tmp_path, extra_args=beat, extra_env={"DATA_TASKS_SWEEP_SECONDS": "1"}
+        )
+        workers.append(worker)
+        worker.wait_ready()
+        if by_sweep:
+            wait_epoch(postgres_engine, SLOW, above=epoch + 1)
+            assert log_lines(worker.log(), f"sweep enqueued {SLOW}", "reclaimed")
+            reclaimed["sweep"] += 1
+        if round_ == KILLS:
+            break
+        done = record(postgres_engine, SLOW)["processed"]
+        wait_progress(postgres_engine, SLOW, done + rng.randrange(2_000, 12_000))
+        worker.kill()
+        assert status(postgres_engine, SLOW) == "running"
+
+    wait_status(postgres_engine, SLOW, "succeeded", timeout=120)
+    final = record(postgres_engine, SLOW)
+    assert final["processed"] == ROWS and final["attempts"] == 0
+    assert reclaimed == {"hook": 3, "sweep": 2}
+    exactly_once(postgres_engine)
+    ledger("hard kill (SIGKILL)", KILLS, ROWS, postgres_engine)
