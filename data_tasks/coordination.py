@@ -87,6 +87,7 @@ class Coordinator:
         self.client = client
         self.settings = settings
         self.prefix = settings.key_prefix
+        self._unmark = client.register_script(_RELEASE)
 
     def task_lock(self, version: str, hostname: str) -> TaskLock:
         """The lease on running a version."""
@@ -121,6 +122,12 @@ class Coordinator:
         for version, epoch in epochs.items():
             pipe.set(f"{self.prefix}:queued:{version}", epoch, ex=QUEUED_MARKER_SECONDS)
         pipe.execute()
+
+    def unmark_queued(self, version: str, epoch: int) -> None:
+        """Forget the queued marker of (version, epoch), because a worker took that job."""
+        # A worker killed before its claim commits leaves the record enqueued with no marker,
+        # so the sweep publishes it again instead of waiting for the broker's visibility timeout.
+        self._unmark(keys=[f"{self.prefix}:queued:{version}"], args=[epoch])
 
     def queued_epochs(self, versions: Iterable[str]) -> dict[str, int | None]:
         """The epoch each version was last queued at, None where Redis has no marker."""

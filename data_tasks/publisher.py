@@ -11,6 +11,8 @@ from data_tasks.errors import InvalidMessage
 
 # The one stable name of the generic chunk job; workers of every release know it.
 JOB_NAME = "data_tasks.run_chunk"
+# The periodic sweep (the deploy hook's pass), for celery beat.
+SWEEP_JOB_NAME = "data_tasks.sweep"
 
 
 @dataclass(frozen=True)

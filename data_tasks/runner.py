@@ -77,9 +77,19 @@ def run_chunk(runtime: Runtime, message: ChunkMessage) -> dict[str, Any]:
 
     lock = runtime.coordinator.task_lock(message.version, runtime.hostname)
     if not lock.acquire():
+        if _is_current(runtime, message):
+            # The lease is held by a run this message supersedes (a paused runner woken up,
+            # about to be fenced): try again shortly instead of dropping the live job.
+            runtime.publisher.publish(message, countdown=runtime.settings.retry_base_seconds)
+            log_event("lock_busy", version=message.version, epoch=message.epoch)
+            return {"outcome": "lock_busy", "version": message.version, "epoch": message.epoch}
         log_event("duplicate", version=message.version, epoch=message.epoch)
         return {"outcome": "duplicate", "version": message.version, "epoch": message.epoch}
     try:
+        try:
+            runtime.coordinator.unmark_queued(message.version, message.epoch)
+        except RedisError:
+            pass  # The marker expires; until then the sweep takes the job for queued.
         chunk = _start(runtime, task, message)
         if chunk is None:
             return {"outcome": "stale", "version": message.version, "epoch": message.epoch}
@@ -89,6 +99,17 @@ def run_chunk(runtime: Runtime, message: ChunkMessage) -> dict[str, Any]:
             lock.release()
         except RedisError:
             pass  # It expires by itself; the epoch fences anyone who outlives it.
+
+
+def _is_current(runtime: Runtime, message: ChunkMessage) -> bool:
+    """True when the record still waits, enqueued, for exactly this message's epoch."""
+    with runtime.session() as session:
+        record = session.get(TaskRecord, message.version)
+        return bool(
+            record is not None
+            and record.status == Status.ENQUEUED.value
+            and record.epoch == message.epoch
+        )
 
 
 def _start(runtime: Runtime, task: DataTask, message: ChunkMessage) -> Chunk | None:

@@ -43,6 +43,8 @@ class Settings:
     connect_timeout_seconds: float = 3.0
     # Prefix of every Redis key the runner writes.
     key_prefix: str = "data_tasks"
+    # How often celery beat runs the sweep job (the deploy hook's pass); 0 schedules none.
+    sweep_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -88,6 +88,7 @@ class WorkerProcess:
         concurrency: int = 1,
         pool: str = "prefork",
         extra_env: Mapping[str, str] | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         WorkerProcess.counter += 1
         self.name = f"test{WorkerProcess.counter}-{os.getpid()}@localhost"
@@ -107,6 +108,7 @@ class WorkerProcess:
             self.name,
             "--without-gossip",
             "--without-mingle",
+            *extra_args,
         ]
         self.log_file = self.log_path.open("ab")
         self.process = subprocess.Popen(

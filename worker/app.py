@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from data_tasks.publisher import JOB_NAME
+from data_tasks.publisher import JOB_NAME, SWEEP_JOB_NAME
 from data_tasks.settings import Settings
 
 
@@ -37,6 +37,11 @@ def make_app(settings: Settings) -> Celery:
         worker_enable_soft_shutdown_on_idle=True,
         worker_hijack_root_logger=False,
     )
+    if settings.sweep_seconds > 0:
+        # `celery -A worker beat` (or `worker -B`) runs the sweep: lost jobs, dead runs.
+        app.conf.beat_schedule = {
+            "data-tasks-sweep": {"task": SWEEP_JOB_NAME, "schedule": settings.sweep_seconds}
+        }
     return app
 
 

@@ -6,8 +6,9 @@ import logging
 from typing import Any
 
 from data_tasks.errors import InvalidMessage
-from data_tasks.publisher import JOB_NAME, ChunkMessage
+from data_tasks.publisher import JOB_NAME, SWEEP_JOB_NAME, ChunkMessage
 from data_tasks.runner import run_chunk
+from data_tasks.scheduler import enqueue
 from worker.app import app
 from worker.process import runtime
 
@@ -31,3 +32,16 @@ def run_chunk_job(self: Any, **kwargs: Any) -> dict[str, Any]:
 
     current.on_progress = report
     return run_chunk(current, message)
+
+
+@app.task(name=SWEEP_JOB_NAME, bind=True)  # type: ignore[untyped-decorator]
+def sweep_job(self: Any) -> dict[str, Any]:
+    """The deploy hook's pass on a schedule: re-publish lost jobs, reclaim dead runs."""
+    report = enqueue(runtime(app, self.request.hostname))
+    for item in report.enqueued:
+        logger.info("sweep enqueued %s (epoch %s, %s)", item.version, item.epoch, item.reason)
+    return {
+        "enqueued": [item.version for item in report.enqueued],
+        "in_flight": report.in_flight,
+        "failed": report.failed,
+    }

@@ -60,11 +60,12 @@ def status(engine: Engine, version: str) -> str | None:
 
 def wait_status(engine: Engine, version: str, *wanted: str, timeout: float = 90.0) -> str:
     """Wait until the record reaches one of the statuses."""
-    return wait_for(
-        lambda: status(engine, version) if status(engine, version) in wanted else None,
-        timeout=timeout,
-        interval=0.2,
-    )
+
+    def reached() -> str:
+        found = status(engine, version)
+        return found if found in wanted and found is not None else ""
+
+    return wait_for(reached, timeout=timeout, interval=0.2)
 
 
 def wait_progress(engine: Engine, version: str, beyond: int, timeout: float = 90.0) -> int:
