@@ -42,9 +42,8 @@ def user_summary(engine: Engine) -> dict[str, object]:
                 "OR email_domain <> 'example' || (id % 7) || '.com'"
             )
         ).scalar_one()
-        runs: dict[int, int] = dict(
-            connection.execute(
-                text("SELECT backfill_runs, count(*) FROM users GROUP BY backfill_runs")
-            ).tuples()
+        grouped = connection.execute(
+            text("SELECT backfill_runs, count(*) FROM users GROUP BY backfill_runs")
         )
+        runs = {int(times): int(count) for times, count in grouped}
     return {"plans": plans, "missing_domain": missing_domain, "wrong": wrong, "runs": runs}
