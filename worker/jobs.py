@@ -28,7 +28,10 @@ def run_chunk_job(self: Any, **kwargs: Any) -> dict[str, Any]:
     def report(summary: dict[str, Any]) -> None:
         total, processed = summary.get("total"), summary.get("processed", 0)
         percent = round(100.0 * processed / total, 1) if total else None
-        self.send_event("task-progress", percent=percent, **summary)
+        progress = {**summary, "percent": percent}
+        # Flower's task view and API show only celery's own task fields: `result` is the one
+        # that carries the progress there (state PROGRESS), until task-succeeded replaces it.
+        self.send_event("task-progress", result=progress, **progress)
 
     current.on_progress = report
     return run_chunk(current, message)
