@@ -127,7 +127,9 @@ def test_flower_shows_a_running_chunks_progress_and_its_summary(
     workers.append(WorkerProcess(settings, tmp_path).wait_ready())
     assert run_hook(settings).returncode == 0
 
-    task_id, listed = wait_for(lambda: in_progress(flower), timeout=120, interval=0.2)
+    found = wait_for(lambda: in_progress(flower), timeout=120, interval=0.2)
+    assert found is not None
+    task_id, listed = found
     info = flower.get(f"/api/task/info/{task_id}")
 
     assert info["name"] == "data_tasks.run_chunk"
