@@ -315,3 +315,45 @@ def test_show_has_the_whole_record_with_its_traceback(
 def test_every_command_refuses_an_unknown_version(runtime: Runtime, command: Any) -> None:
     with pytest.raises(UnknownVersion, match="unknown data task version '20991231000000'"):
         command(runtime, "20991231000000")
+
+
+CHECKED = "20250304000000"
+CHECKED_FILE = "20250304000000_ops_checked_items.py"
+
+
+def test_a_passing_check_lets_the_task_succeed(runtime: Runtime, postgres_engine: Engine) -> None:
+    copy_tasks(runtime.settings.tasks_dir, CHECKED_FILE)
+    create_items(postgres_engine, 300)
+
+    run = operations.run_inline(runtime, CHECKED)
+
+    assert run.status == Status.SUCCEEDED
+    assert run.chunks[-1]["outcome"] == "succeeded"
+
+
+def test_a_failing_check_fails_the_task_with_its_message(
+    runtime: Runtime, postgres_engine: Engine
+) -> None:
+    copy_tasks(runtime.settings.tasks_dir, CHECKED_FILE)
+    create_items(postgres_engine, 300)
+    for item in (7, 70, 700 // 7):
+        poison(postgres_engine, item, label="frozen")
+
+    run = operations.run_inline(runtime, CHECKED)
+
+    assert run.status == Status.FAILED
+    assert run.chunks[-1]["outcome"] == "check_failed"
+    failed = record(runtime, CHECKED)
+    assert failed.last_error == "check failed: 3 items still have applied = 0"
+    assert failed.processed == 297
+    assert operations.wait(runtime, [CHECKED], timeout=0).failed == {
+        CHECKED: "failed: check failed: 3 items still have applied = 0"
+    }
+
+    # Fixing the data and rerunning from the beginning makes the check pass.
+    for item in (7, 70, 100):
+        poison(postgres_engine, item, label="thawed")
+    operations.rerun(runtime, CHECKED)
+    drain(runtime)
+    assert record(runtime, CHECKED).state == Status.SUCCEEDED
+    assert record(runtime, CHECKED).last_error is None
