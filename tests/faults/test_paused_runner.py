@@ -1,0 +1,91 @@
+"""SIGSTOP a runner past its lease, let another take over, SIGCONT it: the epoch fences it off."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from data_tasks.settings import Settings
+from tests.faults.harness import (
+    ROWS,
+    SLOW,
+    backfill,
+    exactly_once,
+    fault_settings,
+    hook_ok,
+    ledger,
+    log_lines,
+    record,
+    wait_progress,
+    wait_reclaimable,
+    wait_status,
+)
+from tests.processes import WorkerProcess, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_revived_runner_cannot_commit(
+    pg_settings: Settings, postgres_engine: Engine, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    settings = fault_settings(pg_settings)
+    backfill(settings, postgres_engine)
+    hook_ok(settings)
+    paused = WorkerProcess(settings, tmp_path)
+    workers.append(paused)
+    paused.wait_ready()
+    wait_progress(postgres_engine, SLOW, 20_000)
+
+    paused.signal(signal.SIGSTOP, whole_group=True)
+    old_epoch = record(postgres_engine, SLOW)["epoch"]
+    wait_reclaimable(settings, postgres_engine, SLOW)
+    assert "reclaimed" in hook_ok(settings)
+    workers.append(WorkerProcess(settings, tmp_path).wait_ready())
+    wait_status(postgres_engine, SLOW, "succeeded", timeout=120)
+    done = record(postgres_engine, SLOW)
+
+    paused.signal(signal.SIGCONT, whole_group=True)
+    # Frozen inside a batch, the server ended its session (idle in transaction) and rolled
+    # the batch back; frozen between batches, its next compare-and-set is refused.
+    wait_for(
+        lambda: (
+            log_lines(paused.log(), f"version={SLOW} epoch={old_epoch}", "event=fenced")
+            or log_lines(paused.log(), f"version={SLOW} epoch={old_epoch}", "event=batch_failed")
+        )
+    )
+    assert record(postgres_engine, SLOW) == done
+    exactly_once(postgres_engine)
+    ledger("paused runner (SIGSTOP at a random point)", 1, ROWS, postgres_engine)
+
+
+def test_a_runner_paused_between_batches_is_fenced_by_its_epoch(
+    pg_settings: Settings, postgres_engine: Engine, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    settings = fault_settings(pg_settings)
+    backfill(settings, postgres_engine)
+    hook_ok(settings)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    paused = WorkerProcess(settings, tmp_path, extra_env={"FAULTY_GATE_DIR": str(gate)})
+    workers.append(paused)
+    paused.wait_ready()
+    # The chunk waits at the gate, between two batches, holding no transaction.
+    wait_for(lambda: (gate / "waiting").exists())
+    paused.signal(signal.SIGSTOP, whole_group=True)
+    (gate / "go").touch()
+    old_epoch = record(postgres_engine, SLOW)["epoch"]
+    wait_reclaimable(settings, postgres_engine, SLOW)
+    assert "reclaimed" in hook_ok(settings)
+    workers.append(WorkerProcess(settings, tmp_path).wait_ready())
+    wait_status(postgres_engine, SLOW, "succeeded", timeout=120)
+    done = record(postgres_engine, SLOW)
+
+    paused.signal(signal.SIGCONT, whole_group=True)
+    wait_for(lambda: log_lines(paused.log(), f"version={SLOW} epoch={old_epoch}", "event=fenced"))
+    assert not log_lines(paused.log(), "event=batch_failed")
+    assert record(postgres_engine, SLOW) == done
+    exactly_once(postgres_engine)
+    ledger("paused runner (SIGSTOP between batches)", 1, ROWS, postgres_engine)

@@ -1,0 +1,67 @@
+"""SIGTERM, as a deploy's restart sends: the batch in flight finishes and a successor is queued."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import Engine
+
+from data_tasks.settings import Settings
+from tests.faults.harness import (
+    ROWS,
+    SLOW,
+    backfill,
+    exactly_once,
+    fault_settings,
+    hook_ok,
+    ledger,
+    log_lines,
+    queued_messages,
+    record,
+    wait_progress,
+    wait_status,
+)
+from tests.processes import WorkerProcess
+
+pytestmark = pytest.mark.e2e
+
+STOPS = 3
+
+
+def test_sigterm_hands_the_backfill_to_the_next_worker(
+    pg_settings: Settings,
+    postgres_engine: Engine,
+    redis_client: redis.Redis,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    # One chunk could run the whole backfill: only the shutdown makes it stop early.
+    settings = fault_settings(pg_settings).with_(chunk_seconds=60.0)
+    backfill(settings, postgres_engine)
+    hook_ok(settings)
+
+    for _ in range(STOPS):
+        worker = WorkerProcess(settings, tmp_path)
+        workers.append(worker)
+        worker.wait_ready()
+        wait_progress(postgres_engine, SLOW, record(postgres_engine, SLOW)["processed"] + 5_000)
+        assert worker.stop() == 0
+        # The chunk stopped between batches, recorded its cursor and queued its successor.
+        assert log_lines(worker.log(), "event=chunk_done", 'reason="worker shutting down"')
+        stopped = record(postgres_engine, SLOW)
+        assert stopped["status"] == "enqueued", stopped
+        assert 0 < stopped["processed"] < ROWS
+        assert stopped["cursor"] == str(stopped["processed"])
+        successors = [m for m in queued_messages(redis_client) if m["version"] == SLOW]
+        assert successors == [
+            {"task": "data_tasks.run_chunk", "version": SLOW, "epoch": stopped["epoch"]}
+            | {"unknown_retries": 0}
+        ]
+
+    # No deploy hook: the next worker picks up the successor the last one queued.
+    workers.append(WorkerProcess(settings, tmp_path).wait_ready())
+    wait_status(postgres_engine, SLOW, "succeeded", timeout=120)
+    exactly_once(postgres_engine)
+    ledger("warm shutdown (SIGTERM)", STOPS, ROWS, postgres_engine)
