@@ -19,10 +19,20 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, connect_timeout: float | None = None, **kwargs: Any) -> Engine:
+def make_engine(
+    url: str,
+    connect_timeout: float | None = None,
+    idle_in_transaction_seconds: float | None = None,
+    **kwargs: Any,
+) -> Engine:
     """An engine with short connect timeouts, pre-ping, and SQLite set up for concurrent writers."""
     url = normalize_url(url)
     connect_args: dict[str, Any] = {}
+    if idle_in_transaction_seconds and url.startswith("postgresql"):
+        # A runner frozen inside a batch (SIGSTOP, a VM pause) must not hold its row locks
+        # for ever: the server ends its session, rolls the batch back and frees the record.
+        milliseconds = max(1, round(idle_in_transaction_seconds * 1000))
+        connect_args["options"] = f"-c idle_in_transaction_session_timeout={milliseconds}"
     if url.startswith("sqlite"):
         # A writer waits for another instead of failing at once; the runner has one writer per task.
         connect_args["timeout"] = 30

@@ -46,7 +46,12 @@ class Runtime:
         connect_timeout: float | None = None,
     ) -> Runtime:
         """Connect to everything the settings name (lazily: nothing is opened yet)."""
-        engine = make_engine(settings.database_url, connect_timeout=connect_timeout)
+        engine = make_engine(
+            settings.database_url,
+            connect_timeout=connect_timeout,
+            # A batch idle in its transaction past the stale time belongs to a dead runner.
+            idle_in_transaction_seconds=settings.stale_seconds,
+        )
         client = connect(settings, timeout=connect_timeout)
         return cls(
             settings=settings,
