@@ -9,13 +9,13 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import redis
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, inspect, text
 
 from data_tasks.settings import Settings
 from tests.conftest import copy_tasks
@@ -46,6 +46,8 @@ def backfill(settings: Settings, engine: Engine, rows: int = ROWS) -> None:
 def record(engine: Engine, version: str) -> dict[str, Any]:
     """A version's task record as a dict (empty when there is none)."""
     with engine.connect() as connection:
+        if not inspect(connection).has_table("task_records"):
+            return {}
         row = connection.execute(
             text("SELECT * FROM task_records WHERE version = :v"), {"v": version}
         ).mappings()
@@ -231,24 +233,69 @@ def private_redis(directory: Path, password: str | None = None) -> Iterator[Priv
         server.kill()
 
 
-def terminate_backends(engine: Engine, database: str, exclude_pids: Mapping[int, Any]) -> int:
-    """pg_terminate_backend every other connection to the database; returns how many."""
+def terminate_backends(engine: Engine) -> int:
+    """pg_terminate_backend every other connection to the engine's database; returns how many."""
     with engine.connect() as connection:
-        pids = connection.execute(
+        killed = connection.execute(
             text(
-                "SELECT pid FROM pg_stat_activity WHERE datname = :db AND pid <> pg_backend_pid()"
-            ),
-            {"db": database},
-        ).scalars()
-        killed = 0
-        for pid in pids:
-            if pid in exclude_pids:
-                continue
-            killed += bool(
-                connection.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
+        ).scalar_one()
         connection.commit()
-    return killed
+    return int(killed)
+
+
+def stuck(settings: Settings, engine: Engine, version: str) -> bool:
+    """True when nothing will move the task without a sweep: its job or its runner is gone."""
+    found = record(engine, version)
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1)
+    try:
+        prefix = settings.key_prefix
+        if found.get("status") == "enqueued":
+            marker = client.get(f"{prefix}:queued:{version}")
+            return marker is None or int(marker) != found["epoch"]
+        if found.get("status") == "running":
+            with engine.connect() as connection:
+                age = connection.execute(
+                    text("SELECT extract(epoch FROM now() - :beat)"),
+                    {"beat": found["heartbeat_at"]},
+                ).scalar_one()
+            return float(age) > settings.stale_seconds and not client.exists(
+                f"{prefix}:lock:{version}"
+            )
+        return False
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def sweep_until(
+    settings: Settings,
+    engine: Engine,
+    version: str,
+    until: Callable[[dict[str, Any]], bool] | None = None,
+    timeout: float = 120,
+) -> int:
+    """Wait until the record satisfies `until` (default: succeeded), sweeping when it is stuck.
+
+    Returns how many sweeps it took: what a cron or celery beat sweep would have done.
+    """
+    sweeps = 0
+
+    def done() -> bool:
+        nonlocal sweeps
+        found = record(engine, version)
+        if until(found) if until is not None else found.get("status") == "succeeded":
+            return True
+        if stuck(settings, engine, version):
+            hook_ok(settings)
+            sweeps += 1
+        return False
+
+    wait_for(done, timeout=timeout, interval=0.3)
+    return sweeps
 
 
 def settle(seconds: float) -> None:
