@@ -22,6 +22,7 @@ from data_tasks.log import log_event
 from data_tasks.publisher import ChunkMessage
 from data_tasks.records import TaskRecord, insert_missing, load_all, move, utcnow
 from data_tasks.runtime import Runtime
+from data_tasks.settings import redact
 from data_tasks.status import Status
 
 
@@ -209,7 +210,24 @@ def _claim_and_publish(
             values.update(reset or {})
             if move(session, record.version, status, Status.ENQUEUED, record.epoch, values):
                 won.append(Enqueued(record.version, record.name, record.epoch + 1, reason))
-    for item in won:
-        runtime.publisher.publish(ChunkMessage(item.version, item.epoch))
+    for index, item in enumerate(won):
+        try:
+            runtime.publisher.publish(ChunkMessage(item.version, item.epoch))
+        except Exception as error:
+            # Claimed but not published: drop the markers, so the next pass publishes them.
+            _forget_markers(runtime, [left.version for left in won[index:]])
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            raise ServiceUnavailable(
+                "Redis", redact(runtime.settings.redis_url), f"publishing failed: {reason}"
+            ) from None
         log_event("enqueued", version=item.version, epoch=item.epoch, reason=item.reason)
     return won
+
+
+def _forget_markers(runtime: Runtime, versions: list[str]) -> None:
+    """Best effort: without its marker, an enqueued record is re-published by the next pass."""
+    try:
+        prefix = runtime.coordinator.prefix
+        runtime.coordinator.client.delete(*[f"{prefix}:queued:{v}" for v in versions])
+    except RedisError:
+        pass  # Redis itself is gone, and its markers with it.
