@@ -95,7 +95,8 @@ class Catalog:
     def __init__(self, tasks_dir: Path) -> None:
         self.tasks_dir = tasks_dir
         self._files: dict[str, TaskFile] | None = None
-        self._loaded: dict[str, DataTask] = {}
+        # By version: the source hash it was loaded from, and the task.
+        self._loaded: dict[str, tuple[str, DataTask]] = {}
 
     def files(self, refresh: bool = False) -> dict[str, TaskFile]:
         """Task files by version."""
@@ -113,7 +114,14 @@ class Catalog:
         return found
 
     def task(self, version: str) -> DataTask:
-        """The loaded data task of a version."""
-        if version not in self._loaded:
-            self._loaded[version] = load(self.file(version))
-        return self._loaded[version]
+        """The loaded data task of a version, loaded again when its file has changed."""
+        task_file = self.file(version)
+        try:
+            digest = task_file.source_hash()
+        except OSError:
+            raise UnknownVersion(version) from None
+        cached = self._loaded.get(version)
+        if cached is None or cached[0] != digest:
+            # A fixed file resumes a failed task without restarting the workers.
+            cached = self._loaded[version] = (digest, load(task_file))
+        return cached[1]
