@@ -26,13 +26,15 @@ _PRIMARY_LAG = text(
     FROM pg_stat_replication
     """
 )
-# Seen from a standby: how old the last replayed transaction is, while WAL is still pending.
+# Seen from a standby: how old the last replayed transaction is (or the server, when none has
+# been replayed since it started), while received WAL is still waiting to be replayed.
 _STANDBY_LAG = text(
     """
     SELECT CASE
         WHEN pg_last_wal_receive_lsn() IS NULL
              OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
-        ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0)
+        ELSE extract(epoch FROM now() - coalesce(pg_last_xact_replay_timestamp(),
+                                                 pg_postmaster_start_time()))
     END
     """
 )
