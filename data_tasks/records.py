@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    event,
     insert,
     select,
     update,
@@ -24,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from data_tasks.errors import UnknownVersion
+from data_tasks.log import log_event
 from data_tasks.status import Status, check_transition
 
 
@@ -187,4 +189,32 @@ def move(
     )
     if epoch is not None:
         statement = statement.where(TaskRecord.epoch == epoch)
-    return session.execute(statement).rowcount == 1  # type: ignore[attr-defined, no-any-return]
+    new_epoch: Any
+    processed: Any
+    if session.get_bind().dialect.update_returning:
+        rows = session.execute(statement.returning(TaskRecord.epoch, TaskRecord.processed)).all()
+        if len(rows) != 1:
+            return False
+        new_epoch, processed = rows[0]
+    else:
+        if session.execute(statement).rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        new_epoch, processed = dict(values or {}).get("epoch", epoch), None
+    line = {"version": version, "epoch": new_epoch, "from": "|".join(sources), "to": to.value}
+    session.info.setdefault(_STATUS_LINES, []).append({**line, "rows": processed})
+    return True
+
+
+# One log line per status change, written once its transaction has committed.
+_STATUS_LINES = "data_tasks.status_lines"
+
+
+@event.listens_for(Session, "after_commit")
+def _log_committed_moves(session: Session) -> None:
+    for fields in session.info.pop(_STATUS_LINES, []):
+        log_event("status", **fields)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_rolled_back_moves(session: Session) -> None:
+    session.info.pop(_STATUS_LINES, None)
