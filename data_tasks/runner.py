@@ -93,12 +93,31 @@ def run_chunk(runtime: Runtime, message: ChunkMessage) -> dict[str, Any]:
         chunk = _start(runtime, task, message)
         if chunk is None:
             return {"outcome": "stale", "version": message.version, "epoch": message.epoch}
-        return _run_batches(runtime, task, chunk, lock)
+        summary = _run_batches(runtime, task, chunk, lock)
+        _log_chunk(summary)
+        return summary
     finally:
         try:
             lock.release()
         except RedisError:
             pass  # It expires by itself; the epoch fences anyone who outlives it.
+
+
+def _log_chunk(summary: dict[str, Any]) -> None:
+    """The one line per chunk: how it ended, with its batches, rows and duration."""
+    log_event(
+        "chunk",
+        version=summary["version"],
+        epoch=summary["epoch"],
+        outcome=summary["outcome"],
+        batches=summary["batches"],
+        rows=summary["rows"],
+        duration=summary["seconds"],
+        processed=summary["processed"],
+        total=summary["total"],
+        reason=summary.get("reason"),
+        error=summary.get("error"),
+    )
 
 
 def _is_current(runtime: Runtime, message: ChunkMessage) -> bool:
