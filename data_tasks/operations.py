@@ -404,15 +404,17 @@ def _move(
     values: dict[str, Any],
 ) -> Status:
     """Move a task from whichever of the sources it is in; returns the one it left."""
-    record = _record(runtime, version)
-    _require(record, sources, to, command)
-    with runtime.session() as session, session.begin():
-        if to in (Status.CANCELLED, Status.SKIPPED):
-            values = {"finished_at": utcnow(), **values}
-        if not move(session, version, list(sources), to, None, values):
-            raise _moved_meanwhile(runtime, version, to, command)
-    log_event("operator", command=command, version=version, epoch=record.epoch)
-    return record.state
+    if to in (Status.CANCELLED, Status.SKIPPED):
+        values = {"finished_at": utcnow(), **values}
+    for _ in range(3):  # a runner may move it between our read and our write: read again
+        record = _record(runtime, version)
+        _require(record, sources, to, command)
+        with runtime.session() as session, session.begin():
+            moved = move(session, version, record.state, to, None, values)
+        if moved:
+            log_event("operator", command=command, version=version, epoch=record.epoch)
+            return record.state
+    raise _moved_meanwhile(runtime, version, to, command)
 
 
 def _require(record: TaskRecord, allowed: Collection[Status], to: Status, command: str) -> None:
