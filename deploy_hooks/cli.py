@@ -124,6 +124,8 @@ def format_record(view: TaskView) -> str:
         value = fields.get(key)
         if value is None or value == "":
             value = "-"
+        elif isinstance(value, float):
+            value = f"{value:,.1f}"
         elif not isinstance(value, str):
             value = json.dumps(value)
         lines.append(f"{key.ljust(width)}  {value}")
@@ -405,7 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one operator command; domain errors become one line and an exit code here."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit:
+        # argparse exits 2 on a usage error, which here means "invalid task files".
+        return OK if exit.code in (0, None) else USAGE
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:

@@ -296,3 +296,13 @@ def test_python_dash_m_and_the_console_script(cli: Settings, postgres_engine: En
     assert by_module.returncode == script.returncode == OK, by_module.stderr + script.stderr
     assert by_module.stdout == script.stdout
     assert f"{COUNT}  ops_count_items  pending" in script.stdout
+
+
+def test_a_usage_error_exits_64_not_2_which_means_invalid_task_files(
+    cli: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "status", "--bogus")
+    assert code == USAGE
+    assert err.splitlines()[-1] == (
+        "python -m deploy_hooks: error: unrecognized arguments: --bogus"
+    )
