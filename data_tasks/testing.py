@@ -1,4 +1,4 @@
-"""Helpers for users' own tests of their data tasks (a pytest plugin, loaded automatically).
+"""Tools for users' own tests of their data tasks (a pytest plugin, loaded automatically).
 
 Run a data task against a test database through the real runner and records, in the test's
 process, with an in-memory Redis. `batches_per_chunk` ends every chunk after that many

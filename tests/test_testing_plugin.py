@@ -1,4 +1,4 @@
-"""The test helpers users get: a data task run through the real runner with forced chunks."""
+"""What users get for testing their data tasks: a run through the real runner, forced chunks."""
 
 from __future__ import annotations
 
