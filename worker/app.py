@@ -8,6 +8,11 @@ from data_tasks.publisher import JOB_NAME, SWEEP_JOB_NAME
 from data_tasks.settings import Settings
 
 
+def _plain_redis(settings: Settings) -> bool:
+    """True for a redis:// or rediss:// broker, which worker.transport hardens."""
+    return settings.redis_url.startswith(("redis://", "rediss://"))
+
+
 def make_app(settings: Settings) -> Celery:
     """A Celery app on the settings' Redis, JSON only, with late acks on a dedicated queue."""
     app = Celery("worker", broker=settings.redis_url, include=["worker.jobs", "worker.signals"])
@@ -17,6 +22,8 @@ def make_app(settings: Settings) -> Celery:
         result_serializer="json",
         event_serializer="json",
         accept_content=["json"],
+        # A queue entry that is not JSON is dropped and logged instead of stopping the worker.
+        broker_transport="worker.transport:Transport" if _plain_redis(settings) else None,
         # The data task queue is the default, so a plain `celery -A worker worker` consumes it.
         task_default_queue=settings.queue,
         task_routes={JOB_NAME: {"queue": settings.queue}},
