@@ -9,8 +9,8 @@ from data_tasks.settings import Settings
 
 
 def _plain_redis(settings: Settings) -> bool:
-    """True for a redis:// or rediss:// broker, which worker.transport hardens."""
-    return settings.redis_url.startswith(("redis://", "rediss://"))
+    """True for a redis:// broker, which worker.transport hardens (rediss:// keeps kombu's own)."""
+    return settings.redis_url.startswith("redis://")
 
 
 def make_app(settings: Settings) -> Celery:
