@@ -49,7 +49,10 @@ def configure(args: argparse.Namespace) -> Config:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the chosen benchmarks on fresh services; exit 0 even when a target is missed."""
+    """Run the chosen benchmarks on fresh services; exit 0 even when a target is missed.
+
+    Exit 1 when a benchmark could not run at all.
+    """
     args = parse(argv)
     config = configure(args)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -58,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: unknown benchmark(s) {unknown}; choose from {SCENARIOS}", file=sys.stderr)
         return 2
     figures: list[Figure] = []
+    failed: list[str] = []
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-") as work, Services(Path(work)) as services:
         steps: dict[str, Callable[[], list[Figure]]] = {
@@ -72,7 +76,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if name in chosen:
                 started = time.monotonic()
                 print(f"running {name} ...", file=sys.stderr, flush=True)
-                figures += steps[name]()
+                try:
+                    found = steps[name]()
+                except Exception as error:
+                    # One broken benchmark must not throw away the minutes the others took.
+                    failed.append(name)
+                    print(f"  {name} failed: {error!r}", file=sys.stderr)
+                    continue
+                figures += found
+                print(table(found), file=sys.stderr)
                 print(f"  {name} took {time.monotonic() - started:.0f} s", file=sys.stderr)
     print(table(figures))
     print(f"\n{len(figures)} figures in {time.monotonic() - began:.0f} s")
@@ -81,6 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     (args.out / "results.md").write_text(markdown_table(figures) + "\n")
     if not args.no_plot:
         plot(args.out / "results.png", figures)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis.exceptions import RedisError
-from sqlalchemy import update
+from sqlalchemy import Table, Update, bindparam, update
 from sqlalchemy.orm import Session
 
 from data_tasks.coordination import TaskLock
@@ -29,6 +29,9 @@ from data_tasks.status import Status
 GROW_LIMIT = 1.2
 SHRINK_LIMIT = 0.5
 PROGRESS_INTERVAL_SECONDS = 1.0
+# The lease is renewed (and the shutdown flag polled) at most this often, and at least ten
+# times per lease.
+RENEW_INTERVAL_SECONDS = 0.25
 
 
 class Fenced(Exception):
@@ -166,14 +169,20 @@ def _start(runtime: Runtime, task: DataTask, message: ChunkMessage) -> Chunk | N
 def _run_batches(runtime: Runtime, task: DataTask, chunk: Chunk, lock: TaskLock) -> dict[str, Any]:
     budget = task.options.chunk_seconds or runtime.settings.chunk_seconds
     last_progress = 0.0
+    # One Redis round trip renews the lease and polls the shutdown flag; short batches share
+    # it, so that it costs nothing next to them (the epoch fences a runner that lost it).
+    renew_every = min(RENEW_INTERVAL_SECONDS, lock.milliseconds / 10_000)
+    last_renewal = 0.0
     with runtime.session() as session:
         while True:
             if chunk.batches and (
                 time.monotonic() - chunk.started >= budget or runtime.should_stop()
             ):
                 return _continue_later(runtime, chunk, "budget spent")
-            backoff = task.backoff_seconds(session) if task.throttles else 0.0
-            session.rollback()  # the throttle's read must not hold a snapshot open
+            backoff = 0.0
+            if task.throttles:
+                backoff = task.backoff_seconds(session)
+                session.rollback()  # the throttle's read must not hold a snapshot open
             if backoff > 0:
                 log_event("throttled", version=chunk.version, seconds=backoff)
                 time.sleep(min(backoff, max(0.0, budget - (time.monotonic() - chunk.started))))
@@ -190,6 +199,10 @@ def _run_batches(runtime: Runtime, task: DataTask, chunk: Chunk, lock: TaskLock)
                 return _record_failure(runtime, task, chunk, error)
             if finished:
                 return _finish(runtime, task, chunk)
+            now = time.monotonic()
+            if now - last_renewal < renew_every:
+                continue
+            last_renewal = now
             try:
                 owned, shutting_down = lock.renew_and_poll()
             except RedisError as error:
@@ -199,7 +212,6 @@ def _run_batches(runtime: Runtime, task: DataTask, chunk: Chunk, lock: TaskLock)
                 return chunk.summary("lost_lock")
             if shutting_down:
                 return _continue_later(runtime, chunk, "worker shutting down")
-            now = time.monotonic()
             if runtime.on_progress is not None and now - last_progress >= PROGRESS_INTERVAL_SECONDS:
                 last_progress = now
                 runtime.on_progress(chunk.summary("running"))
@@ -232,23 +244,44 @@ def _run_one_batch(session: Session, task: DataTask, chunk: Chunk) -> bool:
 def _compare_and_set(session: Session, chunk: Chunk, new_cursor: Any, size: int) -> None:
     """The batch's first write: move the cursor only if this runner still owns the task."""
     old = encode_cursor(chunk.cursor)
-    statement = (
-        update(TaskRecord)
-        .where(TaskRecord.version == chunk.version)
-        .where(TaskRecord.epoch == chunk.epoch)
-        .where(TaskRecord.status == Status.RUNNING.value)
-        .where(TaskRecord.cursor.is_(None) if old is None else TaskRecord.cursor == old)
-        .values(
-            cursor=encode_cursor(new_cursor),
-            processed=TaskRecord.processed + size,
-            heartbeat_at=utcnow(),
-            attempts=0,
-            batch_size=chunk.batch_size,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if session.execute(statement).rowcount != 1:  # type: ignore[attr-defined]
+    # Built once and run on the session's connection: this runs once per batch, and building
+    # the statement and going through the ORM cost as much as the round trip itself.
+    statement = _CAS_FROM_START if old is None else _CAS
+    parameters = {
+        "cas_version": chunk.version,
+        "cas_epoch": chunk.epoch,
+        "cas_old": old,
+        "cas_new": encode_cursor(new_cursor),
+        "cas_size": size,
+        "cas_beat": utcnow(),
+        "cas_batch_size": chunk.batch_size,
+    }
+    if session.connection().execute(statement, parameters).rowcount != 1:
         raise Fenced()
+
+
+def _cas_statement(from_start: bool) -> Update:
+    """UPDATE task_records ... WHERE version, epoch, status and cursor are what we hold."""
+    records = cast(Table, TaskRecord.__table__)
+    cursor = records.c.cursor
+    return (
+        update(records)
+        .where(records.c.version == bindparam("cas_version"))
+        .where(records.c.epoch == bindparam("cas_epoch"))
+        .where(records.c.status == Status.RUNNING.value)
+        .where(cursor.is_(None) if from_start else cursor == bindparam("cas_old"))
+        .values(
+            cursor=bindparam("cas_new"),
+            processed=records.c.processed + bindparam("cas_size"),
+            heartbeat_at=bindparam("cas_beat", type_=records.c.heartbeat_at.type),
+            attempts=0,
+            batch_size=bindparam("cas_batch_size"),
+        )
+    )
+
+
+_CAS_FROM_START = _cas_statement(from_start=True)
+_CAS = _cas_statement(from_start=False)
 
 
 def _advance(session: Session, chunk: Chunk, new_cursor: Any, batch: Batch) -> None:

@@ -5,7 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, column, func, literal_column, select, table, text
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    bindparam,
+    column,
+    func,
+    literal_column,
+    select,
+    table,
+    text,
+)
 from sqlalchemy.orm import Session
 
 from data_tasks.data_task import FINISHED, Batch, DataTask, Options, as_versions
@@ -47,6 +58,8 @@ class KeysetBackfill(DataTask):
         self.table = table(name, column(key), schema=schema or None)
         self.key = self.table.c[key]
         self.where = where
+        self._plan_first = self._plan_statement(from_start=True)
+        self._plan_next = self._plan_statement(from_start=False)
 
     def _filters(self, cursor: Any) -> list[ColumnElement[bool]]:
         filters: list[ColumnElement[bool]] = []
@@ -63,19 +76,29 @@ class KeysetBackfill(DataTask):
 
     def plan(self, session: Session, cursor: Any, batch_size: int) -> Batch | None:
         """The first and last of the next `batch_size` keys, read in one index-ordered query."""
-        keys = (
-            select(self.key.label("k"))
-            .where(*self._filters(cursor))
-            .order_by(self.key)
-            .limit(batch_size)
-            .subquery()
-        )
-        low, high, count = session.execute(
-            select(func.min(keys.c.k), func.max(keys.c.k), func.count(literal_column("*")))
-        ).one()
+        statement = self._plan_first if cursor is None else self._plan_next
+        parameters = {"plan_after": cursor, "plan_limit": batch_size}
+        low, high, count = session.connection().execute(statement, parameters).one()
         if not count:
             return None
         return Batch(next_cursor=high, size=int(count), payload=(low, high))
+
+    def _plan_statement(self, from_start: bool) -> Select[Any, Any, int]:
+        # Built once per task: the plan runs once per batch, and building it each time cost
+        # about as much as the query.
+        filters: list[ColumnElement[bool]] = []
+        if not from_start:
+            filters.append(self.key > bindparam("plan_after"))
+        if self.where:
+            filters.append(text(f"({self.where})"))  # type: ignore[arg-type]
+        keys = (
+            select(self.key.label("k"))
+            .where(*filters)
+            .order_by(self.key)
+            .limit(bindparam("plan_limit", type_=Integer()))
+            .subquery()
+        )
+        return select(func.min(keys.c.k), func.max(keys.c.k), func.count(literal_column("*")))
 
     def apply(self, session: Session, batch: Batch) -> Any:
         """Call the function with the session and the inclusive bounds."""
@@ -98,6 +121,8 @@ class RowIteration(DataTask):
             raise ValueError(f"key {key!r} is not among the selected columns {names}")
         self.key_index = names.index(key)
         self.key = query.selected_columns[key]
+        self._page_first = self._page_statement(from_start=True)
+        self._page_next = self._page_statement(from_start=False)
 
     def estimate_total(self, session: Session, cursor: Any) -> int | None:
         """Rows left after the cursor."""
@@ -106,11 +131,17 @@ class RowIteration(DataTask):
 
     def plan(self, session: Session, cursor: Any, batch_size: int) -> Batch | None:
         """Read the next page of rows."""
-        query = self.query if cursor is None else self.query.where(self.key > cursor)
-        rows = session.execute(query.order_by(self.key).limit(batch_size)).all()
+        statement = self._page_first if cursor is None else self._page_next
+        parameters = {"page_after": cursor, "page_limit": batch_size}
+        rows = session.connection().execute(statement, parameters).all()
         if not rows:
             return None
         return Batch(next_cursor=rows[-1][self.key_index], size=len(rows), payload=rows)
+
+    def _page_statement(self, from_start: bool) -> Select[Any]:
+        # Built once per task, like the keyset plan: it runs once per batch.
+        query = self.query if from_start else self.query.where(self.key > bindparam("page_after"))
+        return query.order_by(self.key).limit(bindparam("page_limit", type_=Integer()))
 
     def apply(self, session: Session, batch: Batch) -> Any:
         """Call the function with the session and the rows."""
