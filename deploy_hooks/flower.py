@@ -1,0 +1,48 @@
+"""`python -m deploy_hooks.flower`: start Flower, and refuse to without authentication.
+
+FLOWER_BASIC_AUTH=user:password[,user:password...] is required (Flower reads it from the
+environment, so the password never shows in the process list). FLOWER_UNAUTHENTICATED=true
+starts it open, for a private network only. Extra arguments go to `celery flower`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from deploy_hooks.exit_codes import USAGE
+
+
+def refusal(environ: Mapping[str, str]) -> str | None:
+    """Why Flower must not start with this environment, or None when it may."""
+    auth = environ.get("FLOWER_BASIC_AUTH", "").strip()
+    if not auth:
+        if environ.get("FLOWER_UNAUTHENTICATED", "").strip().lower() == "true":
+            return None
+        return (
+            "FLOWER_BASIC_AUTH=user:password is not set: refusing to start Flower without "
+            "authentication (set FLOWER_UNAUTHENTICATED=true to run it open on a private network)"
+        )
+    for pair in auth.split(","):
+        user, _, password = pair.partition(":")
+        if not user.strip() or not password:
+            return "FLOWER_BASIC_AUTH must be user:password pairs separated by commas"
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Check the environment, then replace this process with `celery -A worker flower`."""
+    reason = refusal(os.environ)
+    if reason is not None:
+        print(f"error: {reason}", file=sys.stderr)
+        return USAGE
+    port = os.environ.get("PORT", "5555")
+    extra = list(sys.argv[1:] if argv is None else argv)
+    command = [sys.executable, "-m", "celery", "-A", "worker", "flower", f"--port={port}", *extra]
+    os.execv(sys.executable, command)
+    return 0  # not reached: execv replaces the process
+
+
+if __name__ == "__main__":
+    sys.exit(main())
