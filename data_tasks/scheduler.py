@@ -107,7 +107,7 @@ def enqueue(runtime: Runtime) -> EnqueueReport:
         lock = runtime.coordinator.hook_lock()
         if not lock.acquire():
             raise ServiceUnavailable(
-                "Redis", settings.redis_url, "another deploy hook held its lock for 15 s"
+                "Redis", redact(settings.redis_url), "another deploy hook held its lock for 15 s"
             )
     except RedisError as error:
         raise unavailable(settings, error) from None
