@@ -45,6 +45,9 @@ class Settings:
     key_prefix: str = "data_tasks"
     # How often celery beat runs the sweep job (the deploy hook's pass); 0 schedules none.
     sweep_seconds: float = 60.0
+    # Celery's worker_soft_shutdown_timeout: on a cold shutdown (REMAP_SIGTERM=SIGQUIT on
+    # Heroku) running chunks get this long to finish their batch; set it under the grace period.
+    soft_shutdown_seconds: float = 0.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

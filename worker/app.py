@@ -42,6 +42,7 @@ def make_app(settings: Settings) -> Celery:
         task_send_sent_event=True,
         # Warm shutdown lets the batch in flight finish; the README gives the grace periods.
         worker_enable_soft_shutdown_on_idle=True,
+        worker_soft_shutdown_timeout=settings.soft_shutdown_seconds,
         worker_hijack_root_logger=False,
     )
     if settings.sweep_seconds > 0:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import worker_ready, worker_shutting_down
+from celery.signals import worker_init, worker_ready, worker_shutting_down
 from redis.exceptions import RedisError
 
 from data_tasks.coordination import Coordinator, connect
@@ -39,3 +39,20 @@ def raise_shutdown_flag(sender: Any = None, **_: Any) -> None:
         _coordinator().set_shutting_down(str(sender), True)
     except RedisError as error:
         logger.warning("could not raise the shutdown flag: %s", error)
+
+
+@worker_init.connect  # type: ignore[untyped-decorator]
+def raise_flag_on_soft_shutdown(sender: Any = None, **_: Any) -> None:
+    """Raise the flag when a cold shutdown starts its soft wait, not after it."""
+    # SIGQUIT, or SIGTERM with REMAP_SIGTERM=SIGQUIT (Heroku), waits worker_soft_shutdown_timeout
+    # before sending worker_shutting_down; chunks must hear of it at the start of that wait to
+    # finish their batch and hand over in time.
+    wait = getattr(sender, "wait_for_soft_shutdown", None)
+    if wait is None:
+        return
+
+    def flag_then_wait() -> None:
+        raise_shutdown_flag(sender.hostname)
+        wait()
+
+    sender.wait_for_soft_shutdown = flag_then_wait
