@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,32 @@ def test_sigterm_hands_the_backfill_to_the_next_worker(
     wait_status(postgres_engine, SLOW, "succeeded", timeout=120)
     exactly_once(postgres_engine)
     ledger("warm shutdown (SIGTERM)", STOPS, ROWS, postgres_engine)
+
+
+def test_heroku_style_sigterm_to_every_process_with_remap_sigterm(
+    pg_settings: Settings,
+    postgres_engine: Engine,
+    redis_client: redis.Redis,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    settings = fault_settings(pg_settings).with_(chunk_seconds=60.0)
+    backfill(settings, postgres_engine)
+    hook_ok(settings)
+    heroku = {"REMAP_SIGTERM": "SIGQUIT", "DATA_TASKS_SOFT_SHUTDOWN_SECONDS": "3"}
+    worker = WorkerProcess(settings, tmp_path, extra_env=heroku)
+    workers.append(worker)
+    worker.wait_ready()
+    wait_progress(postgres_engine, SLOW, 20_000)
+    # Heroku sends SIGTERM to every process of the dyno, the pool's children included.
+    worker.signal(signal.SIGTERM, whole_group=True)
+    worker.process.wait(timeout=60)
+    assert log_lines(worker.log(), "event=chunk_done", 'reason="worker shutting down"')
+    stopped = record(postgres_engine, SLOW)
+    assert stopped["status"] == "enqueued" and 0 < stopped["processed"] < ROWS, stopped
+    assert [m["epoch"] for m in queued_messages(redis_client)] == [stopped["epoch"]]
+
+    workers.append(WorkerProcess(settings, tmp_path).wait_ready())
+    wait_status(postgres_engine, SLOW, "succeeded", timeout=120)
+    exactly_once(postgres_engine)
+    ledger("SIGTERM to every process (Heroku, REMAP_SIGTERM)", 1, ROWS, postgres_engine)
