@@ -46,6 +46,8 @@ class Options:
     # Overrides of the runner's defaults for this task.
     chunk_seconds: float | None = None
     max_attempts: int | None = None
+    # Split the key range into this many shards run side by side (1: one cursor, no shards).
+    parallel: int = 1
 
 
 class DataTask:

@@ -23,15 +23,20 @@ class ChunkMessage:
     epoch: int
     # How often a worker that lacked the file has already passed this job on.
     unknown_retries: int = 0
+    # The shard of a task run with parallel=N (None: the task itself).
+    shard: int | None = None
 
     def to_kwargs(self) -> dict[str, Any]:
         """The JSON-ready keyword arguments of the Celery job."""
-        return asdict(self)
+        kwargs = asdict(self)
+        if self.shard is None:
+            del kwargs["shard"]  # so that a message without shards reads as it always did
+        return kwargs
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any]) -> ChunkMessage:
         """Validate a received message; raises InvalidMessage naming what is wrong."""
-        unexpected = sorted(set(kwargs) - {"version", "epoch", "unknown_retries"})
+        unexpected = sorted(set(kwargs) - {"version", "epoch", "unknown_retries", "shard"})
         if unexpected:
             raise InvalidMessage(f"chunk message has unexpected fields {unexpected}")
         version = kwargs.get("version")
@@ -43,7 +48,12 @@ class ChunkMessage:
         retries = kwargs.get("unknown_retries", 0)
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise InvalidMessage(f"chunk message unknown_retries {retries!r} is not an integer")
-        return cls(version, epoch, retries)
+        shard = kwargs.get("shard")
+        if shard is not None and (
+            not isinstance(shard, int) or isinstance(shard, bool) or shard < 0
+        ):
+            raise InvalidMessage(f"chunk message shard {shard!r} is not a non-negative integer")
+        return cls(version, epoch, retries, shard)
 
 
 class Publisher(Protocol):

@@ -125,7 +125,9 @@ RECORD_FIELDS = tuple(column.key for column in TaskRecord.__table__.columns)
 
 
 def create_tables(engine: Engine) -> None:
-    """Create task_records if it is missing."""
+    """Create task_records (and task_shards) if they are missing."""
+    import data_tasks.shards  # noqa: F401  (declares task_shards on the same metadata)
+
     Base.metadata.create_all(engine)
 
 

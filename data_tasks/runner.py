@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from redis.exceptions import RedisError
@@ -77,6 +77,10 @@ def run_chunk(runtime: Runtime, message: ChunkMessage) -> dict[str, Any]:
     except InvalidTaskFile as error:
         _fail_unloadable(runtime, message, str(error))
         return {"outcome": "invalid_task_file", "version": message.version, "error": str(error)}
+    if message.shard is not None:
+        from data_tasks.shards import run_shard  # shards build on this module
+
+        return run_shard(runtime, task, message)
 
     lock = runtime.coordinator.task_lock(message.version, runtime.hostname)
     if not lock.acquire():
@@ -96,6 +100,11 @@ def run_chunk(runtime: Runtime, message: ChunkMessage) -> dict[str, Any]:
         chunk = _start(runtime, task, message)
         if chunk is None:
             return {"outcome": "stale", "version": message.version, "epoch": message.epoch}
+        if task.options.parallel > 1:
+            from data_tasks.shards import fan_out, is_sharded
+
+            if is_sharded(task):
+                return fan_out(runtime, task, chunk)
         summary = _run_batches(runtime, task, chunk, lock)
         _log_chunk(summary)
         return summary
@@ -457,7 +466,7 @@ def _pass_on_unknown(runtime: Runtime, message: ChunkMessage) -> dict[str, Any]:
             )
         log_event("unknown_version", version=message.version, error=error)
         return {"outcome": "unknown_version", "version": message.version, "error": error}
-    retried = ChunkMessage(message.version, message.epoch, message.unknown_retries + 1)
+    retried = replace(message, unknown_retries=message.unknown_retries + 1)
     runtime.publisher.publish(retried, countdown=settings.unknown_version_countdown)
     log_event("unknown_version", version=message.version, retry=retried.unknown_retries)
     return {"outcome": "passed_on", "version": message.version, "epoch": message.epoch}

@@ -174,15 +174,19 @@ def _options(
     target_batch_seconds: float | None,
     chunk_seconds: float | None,
     max_attempts: int | None,
+    parallel: int = 1,
 ) -> Options:
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+    if parallel < 1:
+        raise ValueError(f"parallel must be at least 1, not {parallel}")
     return Options(
         depends_on=as_versions(depends_on),
         batch_size=batch_size,
         target_batch_seconds=target_batch_seconds,
         chunk_seconds=chunk_seconds,
         max_attempts=max_attempts,
+        parallel=parallel,
     )
 
 
@@ -209,12 +213,16 @@ def keyset_backfill(
     depends_on: Sequence[str] | None = None,
     chunk_seconds: float | None = None,
     max_attempts: int | None = None,
+    parallel: int = 1,
 ) -> Callable[[Callable[[Session, Any, Any], Any]], KeysetBackfill]:
-    """Declare a keyset backfill: `fn(session, first_key, last_key)` per batch of keys."""
+    """Declare a keyset backfill: `fn(session, first_key, last_key)` per batch of keys.
+
+    parallel=N splits the keys into N shards at the start, run side by side by N chunk jobs.
+    """
 
     def wrap(function: Callable[[Session, Any, Any], Any]) -> KeysetBackfill:
         options = _options(
-            depends_on, batch_size, target_batch_seconds, chunk_seconds, max_attempts
+            depends_on, batch_size, target_batch_seconds, chunk_seconds, max_attempts, parallel
         )
         return KeysetBackfill(function, options, table_name, key, where)
 
@@ -230,12 +238,16 @@ def row_iteration(
     depends_on: Sequence[str] | None = None,
     chunk_seconds: float | None = None,
     max_attempts: int | None = None,
+    parallel: int = 1,
 ) -> Callable[[Callable[[Session, Sequence[Any]], Any]], RowIteration]:
-    """Declare a row iteration: `fn(session, rows)` per page of the query, paged by `key`."""
+    """Declare a row iteration: `fn(session, rows)` per page of the query, paged by `key`.
+
+    parallel=N splits the rows into N shards at the start, run side by side by N chunk jobs.
+    """
 
     def wrap(function: Callable[[Session, Sequence[Any]], Any]) -> RowIteration:
         options = _options(
-            depends_on, batch_size, target_batch_seconds, chunk_seconds, max_attempts
+            depends_on, batch_size, target_batch_seconds, chunk_seconds, max_attempts, parallel
         )
         return RowIteration(function, options, query, key)
 

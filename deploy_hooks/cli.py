@@ -27,6 +27,7 @@ from data_tasks.overview import TaskView
 from data_tasks.publisher import CeleryPublisher, ChunkMessage
 from data_tasks.runtime import Runtime
 from data_tasks.settings import Settings, redact
+from data_tasks.shards import shard_dict, shard_line, shards_of
 from deploy_hooks.exit_codes import FAILED, OK, TIMED_OUT, USAGE, fail
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -162,10 +163,18 @@ Handler = Callable[[Runtime, argparse.Namespace], int]
 def cmd_status(runtime: Runtime, args: argparse.Namespace) -> int:
     """Print every data task's record."""
     views = operations.status(runtime)
+    sharded = shards_of(runtime.engine, [view.record.version for view in views])
     if args.json:
-        print(json.dumps([view.as_dict() for view in views], indent=2))
+        rows = [view.as_dict() for view in views]
+        for row in rows:
+            if row["version"] in sharded:
+                row["shards"] = [shard_dict(shard) for shard in sharded[row["version"]]]
+        print(json.dumps(rows, indent=2))
     else:
         print(format_table(views))
+        for version, shards in sharded.items():
+            print(f"\n{version}: {len(shards)} parallel shards")
+            print("\n".join(shard_line(shard) for shard in shards))
     return OK
 
 
