@@ -247,6 +247,20 @@ class Services:
             raise RuntimeError(f"deploy hook failed ({result.returncode}): {result.stderr}")
         return result
 
+    def run_loop(self, kind: str, batch: int) -> tuple[float, float]:
+        """Run a hand-written baseline as a script: (wall seconds, seconds in its loop)."""
+        began = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "bench.loops", kind, str(batch)],
+            env=self.environment(),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=3600,
+            check=True,
+        )
+        return time.monotonic() - began, float(result.stdout.split()[-1])
+
     def statuses(self) -> dict[str, str]:
         """Each version's status."""
         with self.engine.connect() as connection:
