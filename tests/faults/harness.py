@@ -140,8 +140,11 @@ def untouched(engine: Engine, rows: int = ROWS) -> None:
     assert counts == {0: rows}, f"applied counts {counts}: want every one of {rows} rows at 0"
 
 
-def ledger(fault: str, injections: int, rows: int, engine: Engine) -> None:
-    """Add a line to $FAULT_LEDGER (when set): the README's reliability table is built from it."""
+def ledger(fault: str, injections: int, rows: int, engine: Engine, expected: int = 1) -> None:
+    """Add a line to $FAULT_LEDGER (when set): the README's reliability table is built from it.
+
+    `expected` is the count every row should have (0 where the fault must change nothing).
+    """
     path = os.environ.get("FAULT_LEDGER")
     if not path:
         return
@@ -150,8 +153,8 @@ def ledger(fault: str, injections: int, rows: int, engine: Engine) -> None:
         "fault": fault,
         "injections": injections,
         "rows": rows,
-        "twice": sum(n for applied, n in counts.items() if applied > 1),
-        "lost": sum(n for applied, n in counts.items() if applied == 0),
+        "twice": sum(n for applied, n in counts.items() if applied > expected),
+        "lost": sum(n for applied, n in counts.items() if applied < expected),
     }
     with Path(path).open("a") as out:
         out.write(json.dumps(line) + "\n")

@@ -83,6 +83,7 @@ def test_a_bad_task_file_stops_the_hook_with_one_line_naming_it(
     assert record(postgres_engine, SLOW).get("status") in (None, "pending")
     assert queued_messages(redis_client) == []
     untouched(postgres_engine)
+    ledger(f"bad task file: {case}", 1, ROWS, postgres_engine, expected=0)
 
 
 class Pickled:

@@ -71,3 +71,4 @@ def test_a_version_no_worker_has_fails_with_a_clear_error_after_the_limit(
         f"no worker had the file of version {SLOW} after 2 tries"
     )
     untouched(postgres_engine)
+    ledger("no worker has the task file", 2, ROWS, postgres_engine, expected=0)

@@ -67,25 +67,33 @@ def test_a_runner_paused_between_batches_is_fenced_by_its_epoch(
     settings = fault_settings(pg_settings)
     backfill(settings, postgres_engine)
     hook_ok(settings)
-    gate = tmp_path / "gate"
-    gate.mkdir()
-    paused = WorkerProcess(settings, tmp_path, extra_env={"FAULTY_GATE_DIR": str(gate)})
+    first_gate, second_gate = tmp_path / "gate1", tmp_path / "gate2"
+    first_gate.mkdir()
+    second_gate.mkdir()
+    paused = WorkerProcess(settings, tmp_path, extra_env={"FAULTY_GATE_DIR": str(first_gate)})
     workers.append(paused)
     paused.wait_ready()
     # The chunk waits at the gate, between two batches, holding no transaction.
-    wait_for(lambda: (gate / "waiting").exists())
+    wait_for(lambda: (first_gate / "waiting").exists())
     paused.signal(signal.SIGSTOP, whole_group=True)
-    (gate / "go").touch()
+    (first_gate / "go").touch()
     old_epoch = record(postgres_engine, SLOW)["epoch"]
     wait_reclaimable(settings, postgres_engine, SLOW)
     assert "reclaimed" in hook_ok(settings)
-    workers.append(WorkerProcess(settings, tmp_path).wait_ready())
-    wait_status(postgres_engine, SLOW, "succeeded", timeout=120)
-    done = record(postgres_engine, SLOW)
 
+    # The successor claims the run and waits before its first batch: same cursor, newer epoch.
+    gated = {"FAULTY_GATE_DIR": str(second_gate), "FAULTY_GATE_AT": "1"}
+    workers.append(WorkerProcess(settings, tmp_path, extra_env=gated).wait_ready())
+    wait_for(lambda: (second_gate / "waiting").exists())
+    taken = record(postgres_engine, SLOW)
+    assert taken["status"] == "running" and taken["epoch"] > old_epoch
+
+    # Only the epoch tells the revived runner from the new one: the cursor is the same.
     paused.signal(signal.SIGCONT, whole_group=True)
     wait_for(lambda: log_lines(paused.log(), f"version={SLOW} epoch={old_epoch}", "event=fenced"))
+    assert record(postgres_engine, SLOW)["cursor"] == taken["cursor"]
+    (second_gate / "go").touch()
+    wait_status(postgres_engine, SLOW, "succeeded", timeout=120)
     assert not log_lines(paused.log(), "event=batch_failed")
-    assert record(postgres_engine, SLOW) == done
     exactly_once(postgres_engine)
     ledger("paused runner (SIGSTOP between batches)", 1, ROWS, postgres_engine)
