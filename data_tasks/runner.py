@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from redis.exceptions import RedisError
-from sqlalchemy import Table, Update, bindparam, update
+from sqlalchemy import Table, Update, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from data_tasks.coordination import TaskLock
@@ -291,6 +291,7 @@ def _cas_statement(from_start: bool) -> Update:
 
 _CAS_FROM_START = _cas_statement(from_start=True)
 _CAS = _cas_statement(from_start=False)
+_ANY_PENDING = select(TaskRecord.version).where(TaskRecord.status == Status.PENDING.value).limit(1)
 
 
 def _advance(session: Session, chunk: Chunk, new_cursor: Any, batch: Batch) -> None:
@@ -438,6 +439,12 @@ def _enqueue_unblocked(runtime: Runtime) -> None:
     from data_tasks.scheduler import enqueue  # the scheduler also imports the runtime
 
     try:
+        # Only a pending task can have waited on this one. The full pass imports every open
+        # task file, so skipping it when none is pending keeps many small tasks cheap.
+        with runtime.session() as session:
+            pending = session.execute(_ANY_PENDING).first()
+        if pending is None:
+            return
         report = enqueue(runtime)
     except Exception as error:
         # The next deploy hook or sweep starts them; the success is already recorded.
