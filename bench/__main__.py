@@ -10,14 +10,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import adaptive, hook, keyset, memory, rows, small_tasks
+from bench import adaptive, hook, keyset, memory, rows, scale_out, small_tasks
 from bench.config import FULL, QUICK, Config
 from bench.figures import Figure
 from bench.report import markdown_table, plot, table, write_json
 from bench.services import Services
 
 HERE = Path(__file__).resolve().parent
-SCENARIOS = ("keyset", "rows", "hook", "small", "memory", "adaptive")
+SCENARIOS = ("keyset", "rows", "hook", "small", "memory", "adaptive", "scale")
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -71,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "small": lambda: small_tasks.run(services, config),
             "memory": lambda: memory.run(services, config, known_peaks(figures, config)),
             "adaptive": lambda: adaptive.run(services, config),
+            "scale": lambda: scale_out.run(services, config),
         }
         for name in SCENARIOS:
             if name in chosen:

@@ -22,8 +22,8 @@ class Config:
     memory_rows: tuple[int, int] = (100_000, 1_000_000)
     adaptive_rows: int = 400_000
     adaptive_target_seconds: float = 0.25
-    scale_rows: int = 30_000
-    scale_rounds: int = 400
+    scale_rows: int = 20_000
+    scale_rounds: int = 3000
     # No single wait may take longer than this.
     timeout: float = 600.0
 
