@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from redis.exceptions import LockError, RedisError
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
 from data_tasks.coordination import unavailable
@@ -136,8 +137,11 @@ def _enqueue_locked(runtime: Runtime, files: Mapping[str, TaskFile]) -> EnqueueR
         if missing:
             report.new_records = insert_missing(session, missing)
     if missing:
+        # Only the new rows are read back: the others were just read, and reading every
+        # record twice cost a deploy hook on a large directory more than all else it does.
+        inserted = select(TaskRecord).where(TaskRecord.version.in_([v for v, _ in missing]))
         with runtime.session() as session:
-            records = load_all(session)
+            records.update({record.version: record for record in session.scalars(inserted)})
 
     statuses = {version: record.state for version, record in records.items()}
     open_versions = [v for v, s in statuses.items() if not s.is_done]
