@@ -189,6 +189,10 @@ class Services:
     def environment(self, **extra: str) -> dict[str, str]:
         """The environment that points a subprocess at the benchmark's services."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("DATA_TASKS_")}
+        # Bytecode cached as on a deployed release (a build image or the first start writes
+        # it), in a folder of this run's own, so no process pays for compiling the project.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(self.work_dir / "pycache")
         env.update(
             DATABASE_URL=self.database_url,
             REDIS_URL=REDIS_URL,
