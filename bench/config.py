@@ -10,7 +10,7 @@ from typing import Any
 class Config:
     """How big each benchmark is and how often it is repeated."""
 
-    repetitions: int = 3
+    repetitions: int = 5
     keyset_rows: int = 1_000_000
     keyset_batch: int = 1000
     rows_rows: int = 200_000
@@ -21,7 +21,7 @@ class Config:
     small_tasks: int = 500
     memory_rows: tuple[int, int] = (100_000, 1_000_000)
     adaptive_rows: int = 400_000
-    adaptive_target_seconds: float = 0.25
+    adaptive_target_seconds: float = 0.05
     scale_rows: int = 20_000
     scale_rounds: int = 3000
     # No single wait may take longer than this.
