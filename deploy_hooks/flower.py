@@ -37,9 +37,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if reason is not None:
         print(f"error: {reason}", file=sys.stderr)
         return USAGE
-    port = os.environ.get("PORT", "5555")
     extra = list(sys.argv[1:] if argv is None else argv)
-    command = [sys.executable, "-m", "celery", "-A", "worker", "flower", f"--port={port}", *extra]
+    if not any(argument.startswith("--port") for argument in extra):
+        # Platforms such as Heroku say which port to listen on in PORT.
+        extra.insert(0, f"--port={os.environ.get('PORT', '5555')}")
+    command = [sys.executable, "-m", "celery", "-A", "worker", "flower", *extra]
     os.execv(sys.executable, command)
     return 0  # not reached: execv replaces the process
 
