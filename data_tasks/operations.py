@@ -23,7 +23,7 @@ from data_tasks.publisher import ChunkMessage, Publisher
 from data_tasks.records import TaskRecord, insert_missing, load_all, move, utcnow
 from data_tasks.runner import run_chunk
 from data_tasks.runtime import Runtime
-from data_tasks.scheduler import Enqueued, _claim_and_publish
+from data_tasks.scheduler import Enqueued, claim_and_publish
 from data_tasks.status import Status
 
 # What a rerun clears, so that the new epoch starts from the beginning.
@@ -388,7 +388,7 @@ def _claim(
     record = _record(runtime, version)
     _require(record, allowed, Status.ENQUEUED, command)
     task_file = runtime.catalog.file(version)
-    won = _claim_and_publish(runtime, [(record, record.state, reason, task_file)], reset)
+    won = claim_and_publish(runtime, [(record, record.state, reason, task_file)], reset)
     if not won:
         raise _moved_meanwhile(runtime, version, Status.ENQUEUED, command)
     log_event("operator", command=command, version=version, epoch=won[0].epoch)

@@ -415,7 +415,9 @@ def _finish(runtime: Runtime, task: DataTask, chunk: Chunk) -> dict[str, Any]:
             moved = move(session, chunk.version, Status.RUNNING, Status.FAILED, chunk.epoch, values)
             outcome = "check_failed"
         else:
-            values = {"finished_at": now, "heartbeat_at": now, "last_error": None}
+            # A success after retries leaves no error behind to mislead `show`.
+            values = {"finished_at": now, "heartbeat_at": now}
+            values.update(last_error=None, traceback=None)
             moved = move(
                 session, chunk.version, Status.RUNNING, Status.SUCCEEDED, chunk.epoch, values
             )

@@ -185,12 +185,12 @@ def _enqueue_locked(runtime: Runtime, files: Mapping[str, TaskFile]) -> EnqueueR
         else:
             report.in_flight.append(record.version)
 
-    report.enqueued = _claim_and_publish(runtime, claims)
+    report.enqueued = claim_and_publish(runtime, claims)
     report.in_flight.sort()
     return report
 
 
-def _claim_and_publish(
+def claim_and_publish(
     runtime: Runtime,
     claims: list[tuple[TaskRecord, Status, str, TaskFile]],
     reset: Mapping[str, object] | None = None,
