@@ -111,7 +111,9 @@ def test_the_same_message_delivered_twice_at_once_runs_once(db_runtime: Runtime)
         thread.join()
     drain(db_runtime)
 
-    ran = [outcome for outcome in outcomes if outcome not in ("duplicate", "stale")]
+    # The copy that loses the lease either drops itself or, while the winner has not yet
+    # claimed the record, passes itself on to run later and be refused as stale then.
+    ran = [outcome for outcome in outcomes if outcome not in ("duplicate", "stale", "lock_busy")]
     assert len(ran) == 1, outcomes
     assert applied_counts(db_runtime.engine) == {1: 20_000}
     assert record(db_runtime, "20250101000000").state is Status.SUCCEEDED
