@@ -63,7 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures: list[Figure] = []
     failed: list[str] = []
     began = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="bench-") as work, Services(Path(work)) as services:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-") as work,
+        Services(Path(work), cache_bytecode=not args.quick) as services,
+    ):
         steps: dict[str, Callable[[], list[Figure]]] = {
             "keyset": lambda: keyset.run(services, config),
             "rows": lambda: rows.run(services, config),

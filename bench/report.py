@@ -140,6 +140,7 @@ def _ratio_panel(axis: Any, figures: Sequence[Figure], title: str) -> None:
             f" {figure.value:.2f}",
             va="center",
             fontsize=9,
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 1},
         )
         if figure.target is not None:
             y = bar.get_y()

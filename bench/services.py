@@ -123,8 +123,9 @@ class Worker:
 class Services:
     """One benchmark run's database, Redis database, task directory and workers."""
 
-    def __init__(self, work_dir: Path) -> None:
+    def __init__(self, work_dir: Path, cache_bytecode: bool = True) -> None:
         self.work_dir = work_dir
+        self.cache_bytecode = cache_bytecode
         self.tasks_dir = work_dir / "tasks"
         self.tasks_dir.mkdir(parents=True, exist_ok=True)
         self.database_name = f"bench_{os.getpid()}"
@@ -138,7 +139,9 @@ class Services:
             database_url=self.database_url,
             redis_url=REDIS_URL,
             tasks_dir=self.tasks_dir,
-            key_prefix="bench",
+            # A queue and keys of this run's own: other runs may share the Redis database.
+            queue=f"bench_{os.getpid()}",
+            key_prefix=f"bench_{os.getpid()}",
         )
         self._versions = itertools.count(1)
         self.workers: list[Worker] = []
@@ -148,7 +151,7 @@ class Services:
     def __enter__(self) -> Services:
         self._admin(f'DROP DATABASE IF EXISTS "{self.database_name}"')
         self._admin(f'CREATE DATABASE "{self.database_name}"')
-        self.redis.flushdb()
+        self.forget_redis_keys()
         # This process publishes too (the empty jobs): point the app it imports at our services.
         os.environ.update(self.environment())
         create_tables(self.engine)
@@ -159,13 +162,22 @@ class Services:
             worker.stop()
         if self._engine is not None:
             self._engine.dispose()
-        self.redis.flushdb()
+        self.forget_redis_keys()
         self.redis.close()
         self._admin(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             f"WHERE datname = '{self.database_name}'"
         )
         self._admin(f'DROP DATABASE IF EXISTS "{self.database_name}"')
+
+    def forget_redis_keys(self) -> None:
+        """Delete this run's keys: its queue, its bindings, its locks and markers."""
+        queue, prefix = self.settings.queue, self.settings.key_prefix
+        patterns = [f"{prefix}:*", f"{queue}*", f"_kombu.binding*.{queue}"]
+        for pattern in patterns:
+            keys = list(self.redis.scan_iter(match=pattern, count=1000))
+            if keys:
+                self.redis.delete(*keys)
 
     def _admin(self, sql: str) -> None:
         admin = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
@@ -190,14 +202,17 @@ class Services:
         """The environment that points a subprocess at the benchmark's services."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("DATA_TASKS_")}
         # Bytecode cached as on a deployed release (a build image or the first start writes
-        # it), in a folder of this run's own, so no process pays for compiling the project.
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-        env["PYTHONPYCACHEPREFIX"] = str(self.work_dir / "pycache")
+        # it), in a folder of this run's own, so no timed process pays for compiling. A quick
+        # run, which times nothing that matters, skips the first compilation instead.
+        if self.cache_bytecode:
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            env["PYTHONPYCACHEPREFIX"] = str(self.work_dir / "pycache")
         env.update(
             DATABASE_URL=self.database_url,
             REDIS_URL=REDIS_URL,
             DATA_TASKS_DIR=str(self.tasks_dir),
             DATA_TASKS_KEY_PREFIX=self.settings.key_prefix,
+            DATA_TASKS_QUEUE=self.settings.queue,
             PYTHONPATH=str(REPO),
             PYTHONUNBUFFERED="1",
         )

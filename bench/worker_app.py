@@ -9,7 +9,7 @@ import redis
 from worker.app import app
 
 # The empty job's only work is counting itself, so the baseline knows when all have run.
-NOOP_COUNTER = "bench:noop_done"
+NOOP_COUNTER = "noop_done"
 _client: redis.Redis | None = None
 
 
@@ -19,7 +19,12 @@ def noop() -> None:
     global _client
     if _client is None:
         _client = redis.Redis.from_url(os.environ["REDIS_URL"])
-    _client.incr(NOOP_COUNTER)
+    _client.incr(noop_counter())
+
+
+def noop_counter() -> str:
+    """The counter's key, under this run's prefix."""
+    return f"{os.environ.get('DATA_TASKS_KEY_PREFIX', 'bench')}:{NOOP_COUNTER}"
 
 
 __all__ = ["app", "noop"]
