@@ -5,19 +5,22 @@ from __future__ import annotations
 import json
 from contextlib import redirect_stdout
 from io import StringIO
+from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from data_tasks.publisher import ChunkMessage
 from data_tasks.records import move
 from data_tasks.runner import Fenced, run_chunk
 from data_tasks.runtime import Runtime
 from data_tasks.scheduler import enqueue
+from data_tasks.settings import Settings
 from data_tasks.shards import TaskShard, _run_one_batch, _start_shard
 from data_tasks.status import Status
 from tests.conftest import copy_tasks
 from tests.items import applied_counts, create_items
+from tests.processes import WorkerProcess, run_cli, run_hook, wait_for
 from tests.running import drain, record, take
 
 KEYSET = "20250601000000_count_items_in_shards.py"
@@ -141,3 +144,36 @@ def test_status_shows_each_shard(db_runtime: Runtime, monkeypatch: pytest.Monkey
     ]
     with runtime.engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM task_shards")).scalar_one() == 3
+
+
+@pytest.mark.e2e
+def test_real_workers_run_the_shards_side_by_side(
+    pg_settings: Settings, postgres_engine: Engine, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    settings = pg_settings.with_(chunk_seconds=0.2)
+    copy_tasks(settings.tasks_dir, KEYSET)
+    create_items(postgres_engine, 30_000)
+
+    hook = run_hook(settings)
+    assert hook.returncode == 0, hook.stderr
+    workers.append(WorkerProcess(settings, tmp_path, concurrency=2).wait_ready())
+
+    def succeeded() -> bool:
+        result = run_cli(settings, "status", "--json")
+        return bool(
+            result.returncode == 0 and json.loads(result.stdout)[0]["status"] == "succeeded"
+        )
+
+    wait_for(succeeded, timeout=120)
+    assert applied_counts(postgres_engine) == {1: 30_000}
+    [row] = json.loads(run_cli(settings, "status", "--json").stdout)
+    assert [(s["shard"], s["status"]) for s in row["shards"]] == [
+        (0, "succeeded"),
+        (1, "succeeded"),
+        (2, "succeeded"),
+    ]
+    assert row["processed"] == 30_000
+    log = workers[0].log()
+    # Both pool processes ran shard chunks.
+    assert "ForkPoolWorker-1] event=shard_chunk_done" in log
+    assert "ForkPoolWorker-2] event=shard_chunk_done" in log
