@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
-import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, redirect_stdout
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -93,18 +91,21 @@ def counting() -> Iterator[dict[str, Any]]:
 
 
 def count_in_process(services: Services, folder: Path) -> dict[str, Any]:
-    """Run the hook's main() in this process and count what it sends."""
-    from deploy_hooks.enqueue import main
+    """Run the deploy hook's pass in this process and count what it sends."""
+    from data_tasks.publisher import CeleryPublisher
+    from data_tasks.runtime import Runtime
+    from data_tasks.scheduler import enqueue
 
-    previous = os.environ.get("DATA_TASKS_DIR")
-    os.environ["DATA_TASKS_DIR"] = str(folder)
-    try:
-        with counting() as counts, redirect_stdout(io.StringIO()):
-            code = main(["--quiet"])
-    finally:
-        os.environ["DATA_TASKS_DIR"] = previous or str(services.tasks_dir)
-    if code != 0:
-        raise RuntimeError(f"deploy hook exited with {code}")
+    settings = services.settings.with_(tasks_dir=folder)
+    publisher = CeleryPublisher(services.celery_app(), settings.queue)
+    with counting() as counts:
+        runtime = Runtime.build(
+            settings, publisher, connect_timeout=settings.connect_timeout_seconds
+        )
+        try:
+            enqueue(runtime)
+        finally:
+            runtime.close()
     return counts
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 from sqlalchemy import Engine, create_engine, text
@@ -145,6 +145,7 @@ class Services:
         )
         self._versions = itertools.count(1)
         self.workers: list[Worker] = []
+        self._app: Any = None
         self._engine: Engine | None = None
         self.redis = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
 
@@ -152,8 +153,6 @@ class Services:
         self._admin(f'DROP DATABASE IF EXISTS "{self.database_name}"')
         self._admin(f'CREATE DATABASE "{self.database_name}"')
         self.forget_redis_keys()
-        # This process publishes too (the empty jobs): point the app it imports at our services.
-        os.environ.update(self.environment())
         create_tables(self.engine)
         return self
 
@@ -169,6 +168,14 @@ class Services:
             f"WHERE datname = '{self.database_name}'"
         )
         self._admin(f'DROP DATABASE IF EXISTS "{self.database_name}"')
+
+    def celery_app(self) -> Any:
+        """A Celery app of this run's own (the module-level one may point elsewhere)."""
+        if self._app is None:
+            from worker.app import make_app
+
+            self._app = make_app(self.settings)
+        return self._app
 
     def forget_redis_keys(self) -> None:
         """Delete this run's keys: its queue, its bindings, its locks and markers."""

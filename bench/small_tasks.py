@@ -24,14 +24,14 @@ def data_tasks(services: Services, count: int, timeout: float) -> float:
 
 def empty_jobs(services: Services, count: int, timeout: float) -> float:
     """Publish `count` empty jobs; seconds until the workers have run them all."""
-    from bench.worker_app import noop, noop_counter
+    from bench.worker_app import NOOP_JOB, noop_counter
 
-    counter = noop_counter()
-
+    counter = noop_counter(services.settings.key_prefix)
+    app = services.celery_app()
     services.redis.delete(counter)
     began = time.monotonic()
     for _ in range(count):
-        noop.apply_async(queue=services.settings.queue)
+        app.send_task(NOOP_JOB, queue=services.settings.queue)
     wait_for(lambda: int(services.redis.get(counter) or 0) >= count, timeout, interval=0.01)
     return time.monotonic() - began
 

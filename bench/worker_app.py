@@ -13,18 +13,21 @@ NOOP_COUNTER = "noop_done"
 _client: redis.Redis | None = None
 
 
-@app.task(name="bench.noop", ignore_result=True)  # type: ignore[untyped-decorator]
+NOOP_JOB = "bench.noop"
+
+
+@app.task(name=NOOP_JOB, ignore_result=True)  # type: ignore[untyped-decorator]
 def noop() -> None:
     """An empty job: the cost of a Celery round trip and nothing else."""
     global _client
     if _client is None:
         _client = redis.Redis.from_url(os.environ["REDIS_URL"])
-    _client.incr(noop_counter())
+    _client.incr(noop_counter(os.environ["DATA_TASKS_KEY_PREFIX"]))
 
 
-def noop_counter() -> str:
-    """The counter's key, under this run's prefix."""
-    return f"{os.environ.get('DATA_TASKS_KEY_PREFIX', 'bench')}:{NOOP_COUNTER}"
+def noop_counter(prefix: str) -> str:
+    """The counter's key, under a run's key prefix."""
+    return f"{prefix}:{NOOP_COUNTER}"
 
 
-__all__ = ["app", "noop"]
+__all__ = ["NOOP_JOB", "app", "noop", "noop_counter"]
