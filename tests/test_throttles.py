@@ -76,8 +76,14 @@ class SlowVacuum:
 
     def stop(self) -> None:
         """Cancel the VACUUM and wait for its thread."""
-        with self.engine.connect() as connection:
-            connection.execute(text("SELECT pg_cancel_backend(:pid)"), {"pid": self.pid})
+        if self.thread.is_alive():
+            # A finished VACUUM gives its connection back to the pool, and this one may be it:
+            # never cancel ourselves.
+            with self.engine.connect() as connection:
+                connection.execute(
+                    text("SELECT pg_cancel_backend(:pid) WHERE :pid <> pg_backend_pid()"),
+                    {"pid": self.pid},
+                )
         self.thread.join(30)
 
 
