@@ -83,7 +83,10 @@ def _parse(name: str, raw: str, type_name: Any) -> Any:
     return raw
 
 
-_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@]*):(?P<pw>[^@/]*)@", re.I)
+# The password runs to the last @ of the authority: people leave @ in passwords unencoded.
+_PASSWORD = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^/\s]*)@", re.I
+)
 
 
 def redact(url: str) -> str:

@@ -80,6 +80,8 @@ def test_with_makes_a_changed_copy() -> None:
         ("redis://:s3cret@cache:6379/0", "redis://:***@cache:6379/0"),
         ("rediss://default:s3cret@cache:6380/1", "rediss://default:***@cache:6380/1"),
         ("postgresql://app:p%40ss%2Fword@db/app", "postgresql://app:***@db/app"),
+        ("redis://:s3cret@with@at@cache:6379/0", "redis://:***@cache:6379/0"),
+        ("error at redis://:s3cret@cache:1/0: refused", "error at redis://:***@cache:1/0: refused"),
         ("postgresql://app@db/app", "postgresql://app@db/app"),
         ("sqlite:///data_tasks.db", "sqlite:///data_tasks.db"),
     ],
