@@ -131,12 +131,19 @@ def enqueue(runtime: Runtime) -> EnqueueReport:
 
 def _enqueue_locked(runtime: Runtime, files: Mapping[str, TaskFile]) -> EnqueueReport:
     report = EnqueueReport()
-    with runtime.session() as session, session.begin():
+    with runtime.session() as session:
         records = load_all(session)
-        missing = [(v, f.name) for v, f in files.items() if v not in records]
-        if missing:
-            report.new_records = insert_missing(session, missing)
+    # Only files that may still run are imported: done ones cost a directory entry, nothing
+    # more. They are imported, and their dependencies checked, before anything is written,
+    # so an invalid file or dependency stops the hook with nothing recorded.
+    tasks: dict[str, DataTask] = {
+        v: load(f) for v, f in files.items() if v not in records or not records[v].state.is_done
+    }
+    deps = dependencies(set(records) | set(files), {v: t.depends_on for v, t in tasks.items()})
+    missing = [(v, f.name) for v, f in files.items() if v not in records]
     if missing:
+        with runtime.session() as session, session.begin():
+            report.new_records = insert_missing(session, missing)
         # Only the new rows are read back: the others were just read, and reading every
         # record twice cost a deploy hook on a large directory more than all else it does.
         inserted = select(TaskRecord).where(TaskRecord.version.in_([v for v, _ in missing]))
@@ -146,9 +153,6 @@ def _enqueue_locked(runtime: Runtime, files: Mapping[str, TaskFile]) -> EnqueueR
     statuses = {version: record.state for version, record in records.items()}
     open_versions = [v for v, s in statuses.items() if not s.is_done]
     report.missing_files = sorted(v for v in open_versions if v not in files)
-    # Only files that may still run are imported: done ones cost a directory entry, nothing more.
-    tasks: dict[str, DataTask] = {v: load(files[v]) for v in open_versions if v in files}
-    deps = dependencies(records, {v: t.depends_on for v, t in tasks.items()})
 
     claims: list[tuple[TaskRecord, Status, str, TaskFile]] = []
     stale_candidates: list[TaskRecord] = []

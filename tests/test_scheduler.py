@@ -6,10 +6,12 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 import redis
 
+from data_tasks.errors import InvalidTaskFile
 from data_tasks.publisher import RecordingPublisher
-from data_tasks.records import move, utcnow
+from data_tasks.records import load_all, move, utcnow
 from data_tasks.runner import run_chunk
 from data_tasks.runtime import Runtime
 from data_tasks.scheduler import EnqueueReport, enqueue
@@ -224,3 +226,16 @@ def test_concurrent_hooks_publish_each_task_once(pg_settings: Settings, tasks_di
     published_versions = sorted(message.version for message, _ in publisher.messages)
     assert published_versions == [COUNT, "20250102000000", "20250103000000"]
     assert sorted(e.version for report in reports for e in report.enqueued) == published_versions
+
+
+def test_an_invalid_file_stops_the_pass_before_anything_is_recorded(runtime: Runtime) -> None:
+    copy_tasks(runtime.settings.tasks_dir, "20250101000000_count_items.py")
+    broken = runtime.settings.tasks_dir / "20250102000000_broken.py"
+    broken.write_text("from data_tasks import one_shot\n\nthis is not python\n")
+
+    with pytest.raises(InvalidTaskFile, match=r"20250102000000_broken\.py"):
+        enqueue(runtime)
+
+    with runtime.session() as session:
+        assert load_all(session) == {}
+    assert published(runtime) == []
