@@ -75,7 +75,7 @@ def run_chunk(runtime: Runtime, message: ChunkMessage) -> dict[str, Any]:
     except UnknownVersion:
         return _pass_on_unknown(runtime, message)
     except InvalidTaskFile as error:
-        _fail_unloadable(runtime, message, str(error))
+        _fail_unstarted(runtime, message, str(error), "invalid_task_file")
         return {"outcome": "invalid_task_file", "version": message.version, "error": str(error)}
     if message.shard is not None:
         from data_tasks.shards import run_shard  # shards build on this module
@@ -464,16 +464,7 @@ def _pass_on_unknown(runtime: Runtime, message: ChunkMessage) -> dict[str, Any]:
             f"no worker had the file of version {message.version} after "
             f"{message.unknown_retries} tries"
         )
-        with runtime.session() as session, session.begin():
-            move(
-                session,
-                message.version,
-                Status.ENQUEUED,
-                Status.FAILED,
-                message.epoch,
-                {"last_error": error, "finished_at": utcnow()},
-            )
-        log_event("unknown_version", version=message.version, error=error)
+        _fail_unstarted(runtime, message, error, "unknown_version")
         return {"outcome": "unknown_version", "version": message.version, "error": error}
     retried = replace(message, unknown_retries=message.unknown_retries + 1)
     runtime.publisher.publish(retried, countdown=settings.unknown_version_countdown)
@@ -481,8 +472,11 @@ def _pass_on_unknown(runtime: Runtime, message: ChunkMessage) -> dict[str, Any]:
     return {"outcome": "passed_on", "version": message.version, "epoch": message.epoch}
 
 
-def _fail_unloadable(runtime: Runtime, message: ChunkMessage, error: str) -> None:
-    """The file is here but broken: fail the task with the reason; fixing the file resumes it."""
+def _fail_unstarted(runtime: Runtime, message: ChunkMessage, error: str, event: str) -> None:
+    """Fail a task this worker cannot start (its file is broken or nowhere to be found).
+
+    A fixed file changes its hash, so the next deploy hook resumes it; `retry` always does.
+    """
     with runtime.session() as session, session.begin():
         move(
             session,
@@ -492,4 +486,4 @@ def _fail_unloadable(runtime: Runtime, message: ChunkMessage, error: str) -> Non
             message.epoch,
             {"last_error": error, "finished_at": utcnow()},
         )
-    log_event("invalid_task_file", version=message.version, error=error)
+    log_event(event, version=message.version, error=error)
