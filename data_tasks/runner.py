@@ -379,9 +379,17 @@ def _record_failure(
     with runtime.session() as session:
         record = session.get(TaskRecord, chunk.version)
         attempts = (record.attempts if record else 0) + 1
-    values = {"attempts": attempts, "last_error": summary, "traceback": trace}
+    values: dict[str, Any] = {"attempts": attempts, "last_error": summary, "traceback": trace}
+    if task.options.target_batch_seconds is not None and is_statement_timeout(error):
+        # GitLab's rule for adaptive batches: one that timed out is halved before its retry.
+        values["batch_size"] = max(task.options.min_batch_size, chunk.batch_size // 2)
     log_event(
-        "batch_failed", version=chunk.version, epoch=chunk.epoch, attempt=attempts, error=summary
+        "batch_failed",
+        version=chunk.version,
+        epoch=chunk.epoch,
+        attempt=attempts,
+        error=summary,
+        next_batch_size=values.get("batch_size"),
     )
     if attempts >= limit:
         with runtime.session() as session, session.begin():
@@ -399,6 +407,15 @@ def _record_failure(
     delay = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** (attempts - 1))
     _requeue(runtime, chunk, countdown=delay, values=values)
     return chunk.summary("retrying", error=summary, attempts=attempts, countdown=delay)
+
+
+def is_statement_timeout(error: BaseException) -> bool:
+    """True when the database cancelled a statement that ran too long."""
+    original = getattr(error, "orig", None)
+    # PostgreSQL's query_canceled (psycopg 3 and psycopg2), MySQL's ER_QUERY_TIMEOUT.
+    code = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    mysql_code = original.args[0] if original is not None and original.args else None
+    return code == "57014" or mysql_code == 3024
 
 
 def _finish(runtime: Runtime, task: DataTask, chunk: Chunk) -> dict[str, Any]:

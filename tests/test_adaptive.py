@@ -1,0 +1,38 @@
+"""Adaptive batch sizes: a batch that hits the database's statement timeout is halved."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from data_tasks.runner import is_statement_timeout
+from data_tasks.runtime import Runtime
+from data_tasks.scheduler import enqueue
+from data_tasks.status import Status
+from tests.conftest import copy_tasks
+from tests.items import applied_counts, create_items
+from tests.running import drain, record
+
+VERSION = "20250701000000"
+
+
+def test_a_batch_cancelled_by_a_statement_timeout_is_halved_and_the_task_finishes(
+    runtime: Runtime, postgres_engine: Engine
+) -> None:
+    copy_tasks(runtime.settings.tasks_dir, "20250701000000_adaptive_timeout.py")
+    create_items(postgres_engine, 4_000)
+
+    enqueue(runtime)
+    summaries = drain(runtime)
+
+    retries = [s for s in summaries if s["outcome"] == "retrying"]
+    assert len(retries) == 1
+    assert "QueryCanceled" in retries[0]["error"]
+    assert summaries[-1]["outcome"] == "succeeded"
+    assert record(runtime, VERSION).state is Status.SUCCEEDED
+    # Without the halving every try is the same 4,000-key batch, and the task ends failed.
+    assert applied_counts(postgres_engine) == {1: 4_000}
+
+
+def test_only_a_cancelled_statement_counts_as_a_timeout() -> None:
+    assert not is_statement_timeout(RuntimeError("boom"))
+    assert not is_statement_timeout(ValueError())
