@@ -175,15 +175,21 @@ def _options(
     chunk_seconds: float | None,
     max_attempts: int | None,
     parallel: int = 1,
+    batch_bounds: tuple[int, int] = (Options.min_batch_size, Options.max_batch_size),
 ) -> Options:
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     if parallel < 1:
         raise ValueError(f"parallel must be at least 1, not {parallel}")
+    low, high = batch_bounds
+    if not 1 <= low <= high:
+        raise ValueError(f"need 1 <= min_batch_size <= max_batch_size, not {low} and {high}")
     return Options(
         depends_on=as_versions(depends_on),
         batch_size=batch_size,
         target_batch_seconds=target_batch_seconds,
+        min_batch_size=low,
+        max_batch_size=high,
         chunk_seconds=chunk_seconds,
         max_attempts=max_attempts,
         parallel=parallel,
@@ -210,6 +216,8 @@ def keyset_backfill(
     where: str | None = None,
     batch_size: int = 1000,
     target_batch_seconds: float | None = None,
+    min_batch_size: int = Options.min_batch_size,
+    max_batch_size: int = Options.max_batch_size,
     depends_on: Sequence[str] | None = None,
     chunk_seconds: float | None = None,
     max_attempts: int | None = None,
@@ -222,7 +230,13 @@ def keyset_backfill(
 
     def wrap(function: Callable[[Session, Any, Any], Any]) -> KeysetBackfill:
         options = _options(
-            depends_on, batch_size, target_batch_seconds, chunk_seconds, max_attempts, parallel
+            depends_on,
+            batch_size,
+            target_batch_seconds,
+            chunk_seconds,
+            max_attempts,
+            parallel,
+            (min_batch_size, max_batch_size),
         )
         return KeysetBackfill(function, options, table_name, key, where)
 
@@ -235,6 +249,8 @@ def row_iteration(
     key: str = "id",
     batch_size: int = 500,
     target_batch_seconds: float | None = None,
+    min_batch_size: int = Options.min_batch_size,
+    max_batch_size: int = Options.max_batch_size,
     depends_on: Sequence[str] | None = None,
     chunk_seconds: float | None = None,
     max_attempts: int | None = None,
@@ -247,7 +263,13 @@ def row_iteration(
 
     def wrap(function: Callable[[Session, Sequence[Any]], Any]) -> RowIteration:
         options = _options(
-            depends_on, batch_size, target_batch_seconds, chunk_seconds, max_attempts, parallel
+            depends_on,
+            batch_size,
+            target_batch_seconds,
+            chunk_seconds,
+            max_attempts,
+            parallel,
+            (min_batch_size, max_batch_size),
         )
         return RowIteration(function, options, query, key)
 

@@ -36,3 +36,17 @@ def test_a_batch_cancelled_by_a_statement_timeout_is_halved_and_the_task_finishe
 def test_only_a_cancelled_statement_counts_as_a_timeout() -> None:
     assert not is_statement_timeout(RuntimeError("boom"))
     assert not is_statement_timeout(ValueError())
+
+
+def test_a_growing_batch_stops_at_its_upper_bound(
+    runtime: Runtime, postgres_engine: Engine
+) -> None:
+    copy_tasks(runtime.settings.tasks_dir, "20250702000000_adaptive_bounded.py")
+    create_items(postgres_engine, 5_000)
+
+    enqueue(runtime)
+    drain(runtime)
+
+    # Fast batches against a 60 s target grow 1.2x a step: 100, 120, 144, then the bound.
+    assert record(runtime, "20250702000000").batch_size == 150
+    assert applied_counts(postgres_engine) == {1: 5_000}
