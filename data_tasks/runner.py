@@ -182,7 +182,7 @@ def _run_batches(runtime: Runtime, task: DataTask, chunk: Chunk, lock: TaskLock)
     # it, so that it costs nothing next to them (the epoch fences a runner that lost it).
     renew_every = min(RENEW_INTERVAL_SECONDS, lock.milliseconds / 10_000)
     last_renewal = 0.0
-    with runtime.session() as session:
+    with runtime.held_session() as session:
         while True:
             if chunk.batches and (
                 time.monotonic() - chunk.started >= budget or runtime.should_stop()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +69,20 @@ class Runtime:
     def session(self) -> Session:
         """A new session on the records database."""
         return self._sessions()
+
+    @contextmanager
+    def held_session(self) -> Iterator[Session]:
+        """A session that keeps one connection for its whole life, for a chunk's batches.
+
+        A session on the engine hands its connection back to the pool after each commit,
+        and the pool pings it on the way out and rolls it back on the way in: two round
+        trips a batch that the batch does not need.
+        """
+        with (
+            self.engine.connect() as connection,
+            Session(bind=connection, expire_on_commit=False) as session,
+        ):
+            yield session
 
     def create_tables(self) -> None:
         """Create task_records if it is missing."""
