@@ -24,11 +24,11 @@ from data_tasks.coordination import unavailable
 from data_tasks.data_task import Progress
 from data_tasks.errors import DataTaskError, ServiceUnavailable
 from data_tasks.overview import TaskView
-from data_tasks.publisher import CeleryPublisher, ChunkMessage
 from data_tasks.runtime import Runtime
 from data_tasks.settings import Settings, redact
 from data_tasks.shards import shard_dict, shard_line, shards_of
 from deploy_hooks.exit_codes import FAILED, OK, TIMED_OUT, USAGE, fail
+from deploy_hooks.publishing import LazyCeleryPublisher
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -134,27 +134,6 @@ def format_record(view: TaskView) -> str:
     if traceback:
         lines.append(str(traceback).rstrip())
     return "\n".join(lines)
-
-
-class LazyCeleryPublisher:
-    """Builds a Celery app on the settings' broker at the first publish, not before."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.publisher: CeleryPublisher | None = None
-
-    def publish(self, message: ChunkMessage, countdown: float = 0.0) -> None:
-        """send_task through an app made for these settings."""
-        if self.publisher is None:
-            from worker.app import make_app  # importing Celery costs time: only when publishing
-
-            self.publisher = CeleryPublisher(make_app(self.settings), self.settings.queue)
-        self.publisher.publish(message, countdown)
-
-    def close(self) -> None:
-        """Release the app's broker connections."""
-        if self.publisher is not None:
-            self.publisher.app.close()
 
 
 Handler = Callable[[Runtime, argparse.Namespace], int]

@@ -13,11 +13,11 @@ import time
 from collections.abc import Sequence
 
 from data_tasks.errors import DataTaskError
-from data_tasks.publisher import CeleryPublisher, ChunkMessage
 from data_tasks.runtime import Runtime
 from data_tasks.scheduler import EnqueueReport, enqueue
 from data_tasks.settings import Settings
 from deploy_hooks.exit_codes import OK, fail
+from deploy_hooks.publishing import LazyCeleryPublisher
 
 
 def format_report(report: EnqueueReport) -> list[str]:
@@ -39,22 +39,6 @@ def format_report(report: EnqueueReport) -> list[str]:
     return lines
 
 
-class LazyCeleryPublisher:
-    """Builds the Celery app at its first publish: a deploy with nothing new never pays for it."""
-
-    def __init__(self, queue: str) -> None:
-        self.queue = queue
-        self._publisher: CeleryPublisher | None = None
-
-    def publish(self, message: ChunkMessage, countdown: float = 0.0) -> None:
-        """Publish through the worker's Celery app."""
-        if self._publisher is None:
-            from worker.app import app  # importing Celery and kombu is most of its cost
-
-            self._publisher = CeleryPublisher(app, self.queue)
-        self._publisher.publish(message, countdown=countdown)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the deploy hook; the exit code says what happened (see the README)."""
     parser = argparse.ArgumentParser(prog="python -m deploy_hooks.enqueue", description=__doc__)
@@ -64,15 +48,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     try:
         settings = Settings.from_env()
+        publisher = LazyCeleryPublisher(settings)
         runtime = Runtime.build(
-            settings,
-            LazyCeleryPublisher(settings.queue),
-            connect_timeout=settings.connect_timeout_seconds,
+            settings, publisher, connect_timeout=settings.connect_timeout_seconds
         )
         try:
             report = enqueue(runtime)
         finally:
             runtime.close()
+            publisher.close()
     except DataTaskError as error:
         return fail(error)
     except ValueError as error:
