@@ -19,7 +19,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from data_tasks.database import make_engine, normalize_url
-from data_tasks.records import create_tables
+from data_tasks.schema import create_tables
 from data_tasks.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent

@@ -7,6 +7,8 @@ Redis is the fast path; the records database is the safety net. Losing every key
 from __future__ import annotations
 
 import secrets
+import threading
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -52,8 +54,15 @@ def unavailable(settings: Settings, error: RedisError) -> ServiceUnavailable:
     return ServiceUnavailable("Redis", redact(settings.redis_url), reason)
 
 
-class TaskLock:
-    """A lease on running one data task: SET NX with a token, renewed and released by token."""
+class Lease:
+    """A lane's lease: a Redis key holding this runner's token, renewed by a thread.
+
+    The lease says "this lane's worker is alive": the sweep reclaims a running lane only once
+    its lease has lapsed. A thread renews it, so a batch of any length keeps it while its
+    process lives, and polls the worker's shutdown flag on the way. The lease never decides who
+    may commit: the lane's epoch does, so a chunk that the database let start takes the lease
+    over from whoever held it.
+    """
 
     def __init__(self, client: redis.Redis, name: str, seconds: float, flag_key: str) -> None:
         self.client = client
@@ -63,21 +72,53 @@ class TaskLock:
         self.token = secrets.token_hex(16)
         self._renew = client.register_script(_RENEW_AND_POLL)
         self._release = client.register_script(_RELEASE)
+        # Renewed ten times per lease, and the shutdown flag polled at least once a second.
+        self.interval = min(1.0, seconds / 10)
+        self.lost = False
+        self.shutting_down = False
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
-    def acquire(self) -> bool:
-        """Take the lease if nobody holds it."""
-        return bool(self.client.set(self.name, self.token, nx=True, px=self.milliseconds))
+    def take(self) -> None:
+        """Hold the lease from now on, whoever held it before, and keep renewing it."""
+        self.client.set(self.name, self.token, px=self.milliseconds)
+        self._thread = threading.Thread(target=self._keep, name=f"lease {self.name}", daemon=True)
+        self._thread.start()
 
-    def renew_and_poll(self) -> tuple[bool, bool]:
-        """Extend the lease; returns (still ours, worker shutting down)."""
-        owned, shutting_down = self._renew(
-            keys=[self.name, self.flag_key], args=[self.token, self.milliseconds]
-        )
-        return bool(owned), bool(shutting_down)
+    def _keep(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                owned, shutting_down = self._renew(
+                    keys=[self.name, self.flag_key], args=[self.token, self.milliseconds]
+                )
+                if not owned:
+                    # Lapsed (a Redis restart) and free: take it back; held by another: lost.
+                    taken = self.client.set(self.name, self.token, nx=True, px=self.milliseconds)
+                    self.lost = not taken
+                self.shutting_down = bool(shutting_down)
+                self.error = None
+            except RedisError as error:
+                self.error = str(error).splitlines()[0] if str(error) else type(error).__name__
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds`; returns early (True) when the worker begins shutting down."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.shutting_down:
+                return True
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        return self.shutting_down
 
     def release(self) -> None:
-        """Give the lease back if it is still ours."""
-        self._release(keys=[self.name], args=[self.token])
+        """Stop renewing, and give the lease back if it is still ours."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        try:
+            self._release(keys=[self.name], args=[self.token])
+        except RedisError:
+            pass  # It expires by itself; the epoch fences anyone who outlives it.
 
 
 class Coordinator:
@@ -89,14 +130,22 @@ class Coordinator:
         self.prefix = settings.key_prefix
         self._unmark = client.register_script(_RELEASE)
 
-    def task_lock(self, version: str, hostname: str) -> TaskLock:
-        """The lease on running a version."""
-        return TaskLock(
+    def lease(self, version: str, lane: int, hostname: str) -> Lease:
+        """The lease on running one lane of a version."""
+        return Lease(
             self.client,
-            f"{self.prefix}:lock:{version}",
+            self.lease_key(version, lane),
             self.settings.lock_seconds,
             self.shutdown_key(hostname),
         )
+
+    def lease_key(self, version: str, lane: int) -> str:
+        """The Redis key of a lane's lease."""
+        return f"{self.prefix}:lease:{version}:{lane}"
+
+    def queued_key(self, version: str, lane: int) -> str:
+        """The Redis key of a lane's queued marker."""
+        return f"{self.prefix}:queued:{version}:{lane}"
 
     def hook_lock(self, seconds: float = 60.0) -> Any:
         """The lock that serialises deploy hooks and sweeps (redis-py's Lock)."""
@@ -104,40 +153,46 @@ class Coordinator:
             f"{self.prefix}:hook", timeout=seconds, blocking=True, blocking_timeout=15
         )
 
-    def locked_versions(self, versions: Iterable[str]) -> set[str]:
-        """The versions whose run lease is held now (one pipelined round trip)."""
-        versions = list(versions)
-        if not versions:
+    def held_leases(self, lanes: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
+        """The (version, lane) pairs whose lease is held now (one pipelined round trip)."""
+        lanes = list(lanes)
+        if not lanes:
             return set()
         pipe = self.client.pipeline(transaction=False)
-        for version in versions:
-            pipe.exists(f"{self.prefix}:lock:{version}")
-        return {v for v, held in zip(versions, pipe.execute(), strict=True) if held}
+        for version, lane in lanes:
+            pipe.exists(self.lease_key(version, lane))
+        return {pair for pair, held in zip(lanes, pipe.execute(), strict=True) if held}
 
-    def mark_queued(self, epochs: Mapping[str, int]) -> None:
-        """Remember that a job for each (version, epoch) was handed to the broker."""
+    def mark_queued(self, epochs: Mapping[tuple[str, int], int]) -> None:
+        """Remember that a job for each (version, lane) at an epoch was handed to the broker."""
         if not epochs:
             return
         pipe = self.client.pipeline(transaction=False)
-        for version, epoch in epochs.items():
-            pipe.set(f"{self.prefix}:queued:{version}", epoch, ex=QUEUED_MARKER_SECONDS)
+        for (version, lane), epoch in epochs.items():
+            pipe.set(self.queued_key(version, lane), epoch, ex=QUEUED_MARKER_SECONDS)
         pipe.execute()
 
-    def unmark_queued(self, version: str, epoch: int) -> None:
-        """Forget the queued marker of (version, epoch), because a worker took that job."""
-        # A worker killed before its claim commits leaves the record enqueued with no marker,
+    def unmark_queued(self, version: str, lane: int, epoch: int) -> None:
+        """Forget the queued marker of a lane at an epoch, because a worker took that job."""
+        # A worker killed before its start commits leaves the lane enqueued with no marker,
         # so the sweep publishes it again instead of waiting for the broker's visibility timeout.
-        self._unmark(keys=[f"{self.prefix}:queued:{version}"], args=[epoch])
+        self._unmark(keys=[self.queued_key(version, lane)], args=[epoch])
 
-    def queued_epochs(self, versions: Iterable[str]) -> dict[str, int | None]:
-        """The epoch each version was last queued at, None where Redis has no marker."""
-        versions = list(versions)
-        if not versions:
+    def forget_queued(self, lanes: Iterable[tuple[str, int]]) -> None:
+        """Drop markers whose job was never published, so that the next pass publishes it."""
+        keys = [self.queued_key(version, lane) for version, lane in lanes]
+        if keys:
+            self.client.delete(*keys)
+
+    def queued_epochs(self, lanes: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
+        """The epoch each lane was last queued at, None where Redis has no marker."""
+        lanes = list(lanes)
+        if not lanes:
             return {}
-        values = self.client.mget([f"{self.prefix}:queued:{v}" for v in versions])
+        values = self.client.mget([self.queued_key(version, lane) for version, lane in lanes])
         return {
-            version: int(value) if value is not None else None
-            for version, value in zip(versions, values, strict=True)
+            pair: int(value) if value is not None else None
+            for pair, value in zip(lanes, values, strict=True)
         }
 
     def shutdown_key(self, hostname: str) -> str:

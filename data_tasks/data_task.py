@@ -32,6 +32,18 @@ class Batch:
 
 
 @dataclass(frozen=True)
+class KeyRange:
+    """The keys one lane covers: after `lower` (None: from the first) up to `upper` inclusive."""
+
+    lower: Any
+    upper: Any
+    # How many keys or rows the range held when it was cut (None: unknown).
+    total: int | None
+    # True when the range is known to hold nothing: the lane is done at once.
+    empty: bool = False
+
+
+@dataclass(frozen=True)
 class Options:
     """What every shape of data task may set."""
 
@@ -46,8 +58,11 @@ class Options:
     # Overrides of the runner's defaults for this task.
     chunk_seconds: float | None = None
     max_attempts: int | None = None
-    # Split the key range into this many shards run side by side (1: one cursor, no shards).
+    # Split the key range into this many lanes run side by side (1: one lane, one cursor).
     parallel: int = 1
+    # Keep following rows inserted after the run started (False: stop at the largest key
+    # present when the run started, so that a busy table cannot keep the run going forever).
+    follow_new_rows: bool = False
 
 
 class DataTask:
@@ -83,12 +98,17 @@ class DataTask:
         self.throttles.append(function)
         return function
 
-    def estimate_total(self, session: Session, cursor: Any) -> int | None:
-        """How many keys or rows remain from the cursor on (None when unknown)."""
-        return None
+    def ranges(self, session: Session, parts: int) -> list[KeyRange]:
+        """The key ranges of a new run, read once at its start: one lane runs each.
 
-    def plan(self, session: Session, cursor: Any, batch_size: int) -> Batch | None:
-        """The next batch from the cursor, or None when nothing is left. Reads only."""
+        Shapes without keys run as one range over everything.
+        """
+        return [KeyRange(lower=None, upper=None, total=None)]
+
+    def plan(
+        self, session: Session, cursor: Any, batch_size: int, upper: Any = None
+    ) -> Batch | None:
+        """The next batch after the cursor, up to `upper` (None: no bound), or None. Reads only."""
         raise NotImplementedError
 
     def apply(self, session: Session, batch: Batch) -> Any:

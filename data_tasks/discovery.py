@@ -125,3 +125,9 @@ class Catalog:
             # A fixed file resumes a failed task without restarting the workers.
             cached = self._loaded[version] = (digest, load(task_file))
         return cached[1]
+
+    def source_hash(self, version: str) -> str:
+        """The hash of the file a version's task was last loaded from (load it first)."""
+        if version not in self._loaded:
+            self.task(version)
+        return self._loaded[version][0]

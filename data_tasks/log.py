@@ -28,3 +28,9 @@ def log_event(event: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log one structured line."""
     if logger.isEnabledFor(level):
         logger.log(level, format_event(event, **fields))
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type when it has none), fit for a log line."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -12,26 +12,25 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from data_tasks.data_task import FINISHED
 from data_tasks.errors import DataTaskError, InvalidTransition, UnknownVersion
+from data_tasks.lanes import LaneStatus, TaskLane
 from data_tasks.log import log_event
 from data_tasks.overview import TaskView, overview
 from data_tasks.publisher import ChunkMessage, Publisher
-from data_tasks.records import TaskRecord, insert_missing, load_all, move, utcnow
+from data_tasks.records import TaskRecord, decode_cursor, insert_missing, load_all, move, utcnow
 from data_tasks.runner import run_chunk
 from data_tasks.runtime import Runtime
-from data_tasks.scheduler import Enqueued, claim_and_publish
+from data_tasks.scheduler import Claim, Enqueued, claim_and_publish
 from data_tasks.status import Status
 
 # What a rerun clears, so that the new epoch starts from the beginning.
 RESTART: dict[str, object] = {
-    "cursor": None,
     "processed": 0,
     "total": None,
-    "batch_size": None,
     "attempts": 0,
     "last_error": None,
     "traceback": None,
@@ -236,10 +235,17 @@ def dry_run(runtime: Runtime, version: str, batches: int = 1) -> DryRunReport:
     task = runtime.catalog.task(version)
     runtime.create_tables()
     with runtime.session() as session:
-        record = session.get(TaskRecord, version)
-    cursor = record.cursor_value if record else None
+        # From the first lane that has work left, or from the beginning.
+        lane = session.scalars(
+            select(TaskLane)
+            .where(TaskLane.version == version, TaskLane.status != LaneStatus.SUCCEEDED.value)
+            .order_by(TaskLane.lane)
+            .limit(1)
+        ).first()
+    cursor = decode_cursor(lane.cursor) if lane else None
+    upper = decode_cursor(lane.upper) if lane else None
     start = cursor
-    batch_size = (record.batch_size if record else None) or task.options.batch_size
+    batch_size = (lane.batch_size if lane else None) or task.options.batch_size
     done: list[DryRunBatch] = []
     exhausted = False
     counter = _RowCounter()
@@ -250,7 +256,7 @@ def dry_run(runtime: Runtime, version: str, batches: int = 1) -> DryRunReport:
             # A savepoint session: even a task that calls commit() cannot escape the rollback.
             with Session(bind=connection, join_transaction_mode="create_savepoint") as work:
                 for number in range(1, batches + 1):
-                    batch = task.plan(work, cursor, batch_size)
+                    batch = task.plan(work, cursor, batch_size, upper)
                     if batch is None:
                         exhausted = True
                         break
@@ -344,19 +350,16 @@ def run_inline(
 
     local = replace(runtime, publisher=inline, should_stop=stop_now, on_progress=on_progress)
     record = _record(runtime, version)
-    if record.state == Status.ENQUEUED:
-        # Take over the queued job: the claim below fences off the copy in the broker.
-        inline.publish(ChunkMessage(version, record.epoch))
-    else:
-        allowed = {Status.PENDING, Status.FAILED, Status.PAUSED}
-        _require(record, allowed, Status.ENQUEUED, "run")
-        if record.state == Status.PENDING and not ignore_dependencies:
-            blockers = show(runtime, version).waiting_on
-            if blockers:
-                raise DataTaskError(
-                    f"data task {version} waits on {', '.join(blockers)}: run or skip those first"
-                )
-        _claim(local, version, allowed, "run", "run inline")
+    # A queued task is claimed too: its new epoch fences off the copy in the broker.
+    allowed = {Status.PENDING, Status.FAILED, Status.PAUSED, Status.ENQUEUED}
+    _require(record, allowed, Status.ENQUEUED, "run")
+    if record.state == Status.PENDING and not ignore_dependencies:
+        blockers = show(runtime, version).waiting_on
+        if blockers:
+            raise DataTaskError(
+                f"data task {version} waits on {', '.join(blockers)}: run or skip those first"
+            )
+    _claim(local, version, allowed, "run", "run inline")
     result = InlineRun(version)
     while inline.queue:
         message, countdown = inline.queue.popleft()
@@ -387,8 +390,8 @@ def _claim(
     """Claim a task with a new epoch and publish its chunk job, as the deploy hook does."""
     record = _record(runtime, version)
     _require(record, allowed, Status.ENQUEUED, command)
-    task_file = runtime.catalog.file(version)
-    won = claim_and_publish(runtime, [(record, record.state, reason, task_file)], reset)
+    digest = runtime.catalog.file(version).source_hash()
+    won = claim_and_publish(runtime, [Claim(record, record.state, reason, digest)], reset)
     if not won:
         raise _moved_meanwhile(runtime, version, Status.ENQUEUED, command)
     log_event("operator", command=command, version=version, epoch=won[0].epoch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,10 @@ from sqlalchemy.orm import Session
 from data_tasks.data_task import Progress
 from data_tasks.discovery import discover, load
 from data_tasks.errors import DataTaskError
-from data_tasks.records import TaskRecord, create_tables, load_all
+from data_tasks.lanes import TaskLane, lanes_of
+from data_tasks.records import TaskRecord, load_all
 from data_tasks.scheduler import dependencies, waiting_on
+from data_tasks.schema import create_tables
 from data_tasks.status import Status
 
 
@@ -25,6 +28,8 @@ class TaskView:
     progress: Progress
     waiting_on: tuple[str, ...]
     has_file: bool
+    # The lanes of its latest run, in order (none before it first started).
+    lanes: tuple[TaskLane, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """Every record field plus the derived ones, JSON-ready."""
@@ -33,19 +38,29 @@ class TaskView:
             "percent": self.progress.percent,
             "rows_per_second": self.progress.rows_per_second,
             "eta_seconds": self.progress.eta_seconds,
+            "processed": self.progress.processed,
+            "total": self.progress.total,
             "waiting_on": list(self.waiting_on),
             "has_file": self.has_file,
+            "lanes": [lane.as_dict() for lane in self.lanes],
         }
 
 
-def progress_of(record: TaskRecord) -> Progress:
-    """Processed, total and the average rate since the run started."""
+def progress_of(record: TaskRecord, lanes: Sequence[TaskLane] = ()) -> Progress:
+    """Processed, total and the average rate since the run started, summed over the lanes."""
+    processed, total, beat = record.processed, record.total, record.heartbeat_at
+    if lanes:
+        processed = sum(lane.processed for lane in lanes)
+        totals = [lane.total for lane in lanes]
+        total = None if None in totals else sum(t or 0 for t in totals)
+        beats = [lane.heartbeat_at for lane in lanes if lane.heartbeat_at is not None]
+        beat = max(beats, default=beat)
     rate = None
-    if record.started_at and record.heartbeat_at and record.processed:
-        seconds = (record.heartbeat_at - record.started_at).total_seconds()
+    if record.started_at and beat and processed:
+        seconds = (beat - record.started_at).total_seconds()
         if seconds > 0:
-            rate = record.processed / seconds
-    return Progress(processed=record.processed, total=record.total, rows_per_second=rate)
+            rate = processed / seconds
+    return Progress(processed=processed, total=total, rows_per_second=rate)
 
 
 def overview(engine: Engine, tasks_dir: Path) -> list[TaskView]:
@@ -79,10 +94,12 @@ def overview(engine: Engine, tasks_dir: Path) -> list[TaskView]:
         deps = dependencies(records, explicit)
     except DataTaskError:
         deps = dependencies(records, {})
+    lanes = lanes_of(engine, records)
     return [
         TaskView(
             record=record,
-            progress=progress_of(record),
+            progress=progress_of(record, lanes.get(version, ())),
+            lanes=tuple(lanes.get(version, ())),
             waiting_on=tuple(waiting_on(version, deps, statuses))
             if record.state in (Status.PENDING, Status.FAILED)
             else (),

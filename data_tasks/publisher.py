@@ -20,23 +20,21 @@ class ChunkMessage:
     """What a chunk job carries: ids only, never code, paths or objects."""
 
     version: str
+    # The lane's epoch the job was published at: only one chunk can start from it.
     epoch: int
     # How often a worker that lacked the file has already passed this job on.
     unknown_retries: int = 0
-    # The shard of a task run with parallel=N (None: the task itself).
-    shard: int | None = None
+    # Which lane of the task's run (0 for a task that runs as one lane).
+    lane: int = 0
 
     def to_kwargs(self) -> dict[str, Any]:
         """The JSON-ready keyword arguments of the Celery job."""
-        kwargs = asdict(self)
-        if self.shard is None:
-            del kwargs["shard"]  # so that a message without shards reads as it always did
-        return kwargs
+        return asdict(self)
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any]) -> ChunkMessage:
         """Validate a received message; raises InvalidMessage naming what is wrong."""
-        unexpected = sorted(set(kwargs) - {"version", "epoch", "unknown_retries", "shard"})
+        unexpected = sorted(set(kwargs) - {"version", "epoch", "unknown_retries", "lane"})
         if unexpected:
             raise InvalidMessage(f"chunk message has unexpected fields {unexpected}")
         version = kwargs.get("version")
@@ -48,12 +46,10 @@ class ChunkMessage:
         retries = kwargs.get("unknown_retries", 0)
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise InvalidMessage(f"chunk message unknown_retries {retries!r} is not an integer")
-        shard = kwargs.get("shard")
-        if shard is not None and (
-            not isinstance(shard, int) or isinstance(shard, bool) or shard < 0
-        ):
-            raise InvalidMessage(f"chunk message shard {shard!r} is not a non-negative integer")
-        return cls(version, epoch, retries, shard)
+        lane = kwargs.get("lane", 0)
+        if not isinstance(lane, int) or isinstance(lane, bool) or lane < 0:
+            raise InvalidMessage(f"chunk message lane {lane!r} is not a non-negative integer")
+        return cls(version, epoch, retries, lane)
 
 
 class Publisher(Protocol):

@@ -11,7 +11,6 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     Dialect,
-    Engine,
     Integer,
     String,
     Text,
@@ -79,14 +78,12 @@ class TaskRecord(Base):
     version: Mapped[str] = mapped_column(String(14), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default=Status.PENDING.value)
-    # Bumped by every claim; a batch commits only with the epoch it was claimed at.
+    # The run's epoch, bumped by every claim: a chunk commits only while its run is current.
     epoch: Mapped[int] = mapped_column(Integer, default=0)
-    # Canonical JSON text: where the next batch starts (null: at the beginning).
-    cursor: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Summed over the lanes when the run ends; task_lanes holds them while it runs.
     processed: Mapped[int] = mapped_column(BigInteger, default=0)
     total: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    batch_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    # Failed attempts since the last committed batch.
+    # Failed attempts of the lane that failed last, since its last committed batch.
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     traceback: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -104,11 +101,6 @@ class TaskRecord(Base):
         """The status as the enum."""
         return Status(self.status)
 
-    @property
-    def cursor_value(self) -> Any:
-        """The decoded cursor."""
-        return decode_cursor(self.cursor)
-
     def as_dict(self) -> dict[str, Any]:
         """Every field, JSON-ready (timestamps as ISO 8601, the cursor decoded)."""
         result: dict[str, Any] = {}
@@ -117,18 +109,10 @@ class TaskRecord(Base):
             if isinstance(value, datetime):
                 value = value.isoformat()
             result[column.key] = value
-        result["cursor"] = self.cursor_value
         return result
 
 
 RECORD_FIELDS = tuple(column.key for column in TaskRecord.__table__.columns)
-
-
-def create_tables(engine: Engine) -> None:
-    """Create task_records (and task_shards) if they are missing."""
-    import data_tasks.shards  # noqa: F401  (declares task_shards on the same metadata)
-
-    Base.metadata.create_all(engine)
 
 
 def load_all(session: Session) -> dict[str, TaskRecord]:

@@ -1,27 +1,37 @@
-"""The chunk job's logic: run one data task for a bounded time, batch by batch.
+"""The chunk job's logic: run one lane of a data task for a bounded time, batch by batch.
 
-Each batch commits its writes together with the cursor advance, in a transaction opened by
-a compare-and-set on (version, epoch, cursor). Zero rows updated means another runner owns
-the task: roll back and stop. The Celery job in worker/ is a shell around `run_chunk`.
+Each batch commits its writes together with its lane's cursor advance, in a transaction
+opened by a compare-and-set on (version, lane, epoch, cursor) that also requires the run to
+be current. Zero rows updated means another chunk owns the lane, or the run was paused,
+cancelled or claimed again: roll back and stop. Every task runs this way, one lane or many.
+The Celery job in worker/ is a shell around `run_chunk`.
 """
 
 from __future__ import annotations
 
 import time
-import traceback
-from dataclasses import dataclass, replace
-from typing import Any, cast
+from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy import Table, Update, bindparam, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from data_tasks.coordination import TaskLock
+from data_tasks.chunk import Chunk, Fenced
+from data_tasks.coordination import Lease
 from data_tasks.data_task import FINISHED, Batch, DataTask
 from data_tasks.errors import InvalidTaskFile, UnknownVersion
-from data_tasks.log import log_event
+from data_tasks.lanes import ADVANCE, ADVANCE_FROM_START, START, TaskLane, add_lanes
+from data_tasks.log import first_line, log_event
+from data_tasks.outcomes import (
+    continue_later,
+    fail_unstarted,
+    finish_lane,
+    pass_on,
+    publish_lanes,
+    record_failure,
+)
 from data_tasks.publisher import ChunkMessage
-from data_tasks.records import TaskRecord, encode_cursor, get, move, utcnow
+from data_tasks.records import TaskRecord, decode_cursor, encode_cursor, move, utcnow
 from data_tasks.runtime import Runtime
 from data_tasks.status import Status
 
@@ -29,282 +39,244 @@ from data_tasks.status import Status
 GROW_LIMIT = 1.2
 SHRINK_LIMIT = 0.5
 PROGRESS_INTERVAL_SECONDS = 1.0
-# The lease is renewed (and the shutdown flag polled) at most this often, and at least ten
-# times per lease.
-RENEW_INTERVAL_SECONDS = 0.25
-
-
-class Fenced(Exception):
-    """Another runner owns the task now (its epoch, cursor or status moved)."""
-
-
-@dataclass
-class Chunk:
-    """The state of one chunk job while it runs."""
-
-    version: str
-    epoch: int
-    cursor: Any
-    processed: int
-    total: int | None
-    batch_size: int
-    started: float
-    batches: int = 0
-    rows: int = 0
-
-    def summary(self, outcome: str, **extra: Any) -> dict[str, Any]:
-        """What the chunk job returns (and Flower shows)."""
-        elapsed = time.monotonic() - self.started
-        return {
-            "outcome": outcome,
-            "version": self.version,
-            "epoch": self.epoch,
-            "batches": self.batches,
-            "rows": self.rows,
-            "processed": self.processed,
-            "total": self.total,
-            "seconds": round(elapsed, 3),
-            **extra,
-        }
 
 
 def run_chunk(runtime: Runtime, message: ChunkMessage) -> dict[str, Any]:
-    """Run one chunk of a data task; returns a summary whose `outcome` says how it ended."""
+    """Run one chunk of one lane of a data task; returns a summary whose `outcome` says how."""
     try:
         task = runtime.catalog.task(message.version)
     except UnknownVersion:
-        return _pass_on_unknown(runtime, message)
+        return pass_on(runtime, message, f"no file for version {message.version}")
     except InvalidTaskFile as error:
-        _fail_unstarted(runtime, message, str(error), "invalid_task_file")
+        fail_unstarted(runtime, message, str(error), "invalid_task_file")
         return {"outcome": "invalid_task_file", "version": message.version, "error": str(error)}
-    if message.shard is not None:
-        from data_tasks.shards import run_shard  # shards build on this module
-
-        return run_shard(runtime, task, message)
-
-    lock = runtime.coordinator.task_lock(message.version, runtime.hostname)
-    if not lock.acquire():
-        if _is_current(runtime, message):
-            # The lease is held by a run this message supersedes (a paused runner woken up,
-            # about to be fenced): try again shortly instead of dropping the live job.
-            runtime.publisher.publish(message, countdown=runtime.settings.retry_base_seconds)
-            log_event("lock_busy", version=message.version, epoch=message.epoch)
-            return {"outcome": "lock_busy", "version": message.version, "epoch": message.epoch}
-        log_event("duplicate", version=message.version, epoch=message.epoch)
-        return {"outcome": "duplicate", "version": message.version, "epoch": message.epoch}
     try:
+        runtime.coordinator.unmark_queued(message.version, message.lane, message.epoch)
+    except RedisError:
+        pass  # The marker expires; until then the sweep takes the job for queued.
+    try:
+        started = _start(runtime, task, message)
+    except Exception as error:
+        # The database or Redis failed before the lane started: the job is still the live
+        # one, so it goes back to the queue instead of being dropped with Celery's failure.
+        log_event(
+            "start_failed", version=message.version, lane=message.lane, error=first_line(error)
+        )
         try:
-            runtime.coordinator.unmark_queued(message.version, message.epoch)
-        except RedisError:
-            pass  # The marker expires; until then the sweep takes the job for queued.
-        chunk = _start(runtime, task, message)
-        if chunk is None:
-            return {"outcome": "stale", "version": message.version, "epoch": message.epoch}
-        if task.options.parallel > 1:
-            from data_tasks.shards import fan_out, is_sharded
-
-            if is_sharded(task):
-                return fan_out(runtime, task, chunk)
-        summary = _run_batches(runtime, task, chunk, lock)
-        _log_chunk(summary)
-        return summary
+            runtime.publish([message], countdown=runtime.settings.retry_base_seconds)
+        except Exception:
+            pass  # No marker was written: the next deploy hook or sweep publishes it again.
+        return {"outcome": "start_failed", "version": message.version, "error": first_line(error)}
+    if not isinstance(started, Chunk):
+        return started
+    chunk = started
+    lease = runtime.coordinator.lease(chunk.version, chunk.lane, runtime.hostname)
+    try:
+        lease.take()
+    except RedisError as error:
+        log_event("redis_lost", **chunk.ids, error=first_line(error))
+        return continue_later(runtime, chunk, "Redis unreachable")
+    try:
+        summary = _run(runtime, task, chunk, lease)
     finally:
-        try:
-            lock.release()
-        except RedisError:
-            pass  # It expires by itself; the epoch fences anyone who outlives it.
-
-
-def _log_chunk(summary: dict[str, Any]) -> None:
-    """The one line per chunk: how it ended, with its batches, rows and duration."""
+        lease.release()
     log_event(
         "chunk",
-        version=summary["version"],
-        epoch=summary["epoch"],
+        **chunk.ids,
         outcome=summary["outcome"],
-        batches=summary["batches"],
-        rows=summary["rows"],
+        batches=chunk.batches,
+        rows=chunk.rows,
         duration=summary["seconds"],
-        processed=summary["processed"],
-        total=summary["total"],
+        processed=chunk.processed,
+        total=chunk.total,
         reason=summary.get("reason"),
         error=summary.get("error"),
     )
+    return summary
 
 
-def _is_current(runtime: Runtime, message: ChunkMessage) -> bool:
-    """True when the record still waits, enqueued, for exactly this message's epoch."""
-    with runtime.session() as session:
-        record = session.get(TaskRecord, message.version)
-        return bool(
-            record is not None
-            and record.status == Status.ENQUEUED.value
-            and record.epoch == message.epoch
-        )
-
-
-def _start(runtime: Runtime, task: DataTask, message: ChunkMessage) -> Chunk | None:
-    """Claim the run with a new epoch; None when the message is stale or a duplicate."""
-    epoch = message.epoch + 1
+def _start(runtime: Runtime, task: DataTask, message: ChunkMessage) -> Chunk | dict[str, Any]:
+    """Start the lane at the next epoch, or say why this message may not (stale, other file)."""
+    ids: dict[str, Any] = {"version": message.version, "lane": message.lane, "epoch": message.epoch}
     now = utcnow()
     with runtime.session() as session, session.begin():
-        values = {"epoch": epoch, "heartbeat_at": now, "worker": runtime.hostname}
-        if not move(session, task.version, Status.ENQUEUED, Status.RUNNING, message.epoch, values):
-            record = session.get(TaskRecord, task.version)
+        record = session.get(TaskRecord, message.version)
+        if record is None or record.state not in (Status.ENQUEUED, Status.RUNNING):
             seen = f"{record.status} at epoch {record.epoch}" if record else "no record"
-            log_event("stale_message", version=task.version, epoch=message.epoch, record=seen)
-            return None
-        record = get(session, task.version)
-        if record.started_at is None:
-            record.started_at = now
-        if record.total is None:
-            # Estimated once per run: whatever is left, plus what is already done.
-            remaining = task.estimate_total(session, record.cursor_value)
-            if remaining is not None:
-                record.total = record.processed + remaining
+            log_event("stale_message", **ids, record=seen)
+            return {"outcome": "stale", **ids}
+        if record.source_hash and record.source_hash != runtime.catalog.source_hash(task.version):
+            session.rollback()
+            return pass_on(runtime, message, "this worker's file differs from the deployed one")
+        parameters = {
+            "l_version": message.version,
+            "l_lane": message.lane,
+            "l_epoch": message.epoch,
+            "l_beat": now,
+            "l_worker": runtime.hostname,
+        }
+        if session.connection().execute(START, parameters).rowcount != 1:
+            lane_now = session.get(TaskLane, (message.version, message.lane))
+            seen = f"{lane_now.status} at epoch {lane_now.epoch}" if lane_now else "no lane"
+            log_event("stale_message", **ids, lane_state=seen)
+            return {"outcome": "stale", **ids}
+        if record.state == Status.ENQUEUED:
+            values = {"started_at": record.started_at or now, "worker": runtime.hostname}
+            if not move(
+                session, task.version, Status.ENQUEUED, Status.RUNNING, record.epoch, values
+            ):
+                session.rollback()
+                log_event("stale_message", **ids, record="moved meanwhile")
+                return {"outcome": "stale", **ids}
+        lane = session.execute(
+            select(TaskLane)
+            .where(TaskLane.version == message.version, TaskLane.lane == message.lane)
+            .execution_options(populate_existing=True)
+        ).scalar_one()
         chunk = Chunk(
             version=task.version,
-            epoch=epoch,
-            cursor=record.cursor_value,
-            processed=record.processed,
-            total=record.total,
-            batch_size=record.batch_size or task.options.batch_size,
+            lane=lane.lane,
+            epoch=lane.epoch,
+            run_epoch=record.epoch,
+            cursor=decode_cursor(lane.cursor),
+            upper=decode_cursor(lane.upper),
+            processed=lane.processed,
+            total=lane.total,
+            batch_size=lane.batch_size or task.options.batch_size,
+            planned=lane.planned,
             started=time.monotonic(),
         )
-    log_event("running", version=task.version, epoch=epoch, cursor=encode_cursor(chunk.cursor))
+    log_event("running", **chunk.ids, cursor=encode_cursor(chunk.cursor))
     return chunk
 
 
-def _run_batches(runtime: Runtime, task: DataTask, chunk: Chunk, lock: TaskLock) -> dict[str, Any]:
+def _run(runtime: Runtime, task: DataTask, chunk: Chunk, lease: Lease) -> dict[str, Any]:
+    """Plan the run if this lane starts it, then run batches until done, out of time or fenced."""
+    try:
+        if not chunk.planned and _plan_run(runtime, task, chunk):
+            return finish_lane(runtime, task, chunk)
+        return _run_batches(runtime, task, chunk, lease)
+    except Fenced:
+        log_event("fenced", **chunk.ids)
+        return chunk.summary("fenced")
+    except Exception as error:
+        return record_failure(runtime, task, chunk, error)
+
+
+def _plan_run(runtime: Runtime, task: DataTask, chunk: Chunk) -> bool:
+    """Cut a new run's key ranges and start its other lanes; True when there is nothing to do.
+
+    The ranges are read in a transaction of their own, so that counting the keys of a large
+    table holds no lock that a deploy hook or an operator would wait on.
+    """
+    with runtime.session() as session, session.begin():
+        ranges = task.ranges(session, task.options.parallel)
+    with runtime.session() as session, session.begin():
+        others = add_lanes(session, chunk.version, chunk.epoch, ranges)
+        if others is None:
+            raise Fenced()
+    chunk.planned = True
+    chunk.upper, chunk.total = ranges[0].upper, ranges[0].total
+    if others:
+        publish_lanes(runtime, chunk.version, others)
+        log_event("lanes", version=chunk.version, lanes=len(ranges), run_epoch=chunk.run_epoch)
+    return ranges[0].empty
+
+
+def _run_batches(runtime: Runtime, task: DataTask, chunk: Chunk, lease: Lease) -> dict[str, Any]:
     budget = task.options.chunk_seconds or runtime.settings.chunk_seconds
     last_progress = 0.0
-    # One Redis round trip renews the lease and polls the shutdown flag; short batches share
-    # it, so that it costs nothing next to them (the epoch fences a runner that lost it).
-    renew_every = min(RENEW_INTERVAL_SECONDS, lock.milliseconds / 10_000)
-    last_renewal = 0.0
+
+    def out_of_time() -> bool:
+        return time.monotonic() - chunk.started >= budget
+
     with runtime.held_session() as session:
         while True:
-            if chunk.batches and (
-                time.monotonic() - chunk.started >= budget or runtime.should_stop()
-            ):
-                return _continue_later(runtime, chunk, "budget spent")
-            backoff = 0.0
+            if lease.lost:
+                log_event("lost_lease", **chunk.ids)
+                return chunk.summary("lost_lease")
+            if lease.error is not None:
+                log_event("redis_lost", **chunk.ids, error=lease.error)
+                return continue_later(runtime, chunk, "Redis unreachable")
+            stopping = runtime.should_stop() or lease.shutting_down
+            if chunk.batches and (out_of_time() or stopping):
+                reason = "worker shutting down" if stopping else "budget spent"
+                return continue_later(runtime, chunk, reason)
             if task.throttles:
                 backoff = task.backoff_seconds(session)
                 session.rollback()  # the throttle's read must not hold a snapshot open
-            if backoff > 0:
-                log_event("throttled", version=chunk.version, seconds=backoff)
-                time.sleep(min(backoff, max(0.0, budget - (time.monotonic() - chunk.started))))
-                if time.monotonic() - chunk.started >= budget:
-                    return _continue_later(runtime, chunk, "throttled")
-            try:
-                finished = _run_one_batch(session, task, chunk)
-            except Fenced:
-                session.rollback()
-                log_event("fenced", version=chunk.version, epoch=chunk.epoch)
-                return chunk.summary("fenced")
-            except Exception as error:
-                session.rollback()
-                return _record_failure(runtime, task, chunk, error)
-            if finished:
-                return _finish(runtime, task, chunk)
+                if backoff > 0:
+                    # Asked again before the batch; a shutdown or the budget ends the wait.
+                    log_event("throttled", **chunk.ids, seconds=backoff)
+                    left = max(0.0, budget - (time.monotonic() - chunk.started))
+                    if lease.wait(min(backoff, left)) or out_of_time():
+                        return continue_later(runtime, chunk, "throttled")
+                    continue
+            if _run_one_batch(session, task, chunk):
+                return finish_lane(runtime, task, chunk)
             now = time.monotonic()
-            if now - last_renewal < renew_every:
-                continue
-            last_renewal = now
-            try:
-                owned, shutting_down = lock.renew_and_poll()
-            except RedisError as error:
-                log_event("redis_lost", version=chunk.version, error=str(error).splitlines()[0])
-                return _continue_later(runtime, chunk, "Redis unreachable")
-            if not owned and not lock.acquire():
-                return chunk.summary("lost_lock")
-            if shutting_down:
-                return _continue_later(runtime, chunk, "worker shutting down")
             if runtime.on_progress is not None and now - last_progress >= PROGRESS_INTERVAL_SECONDS:
                 last_progress = now
                 runtime.on_progress(chunk.summary("running"))
 
 
 def _run_one_batch(session: Session, task: DataTask, chunk: Chunk) -> bool:
-    """Plan, fence, apply and commit one batch; True when there was nothing left to do."""
+    """Plan, fence, apply and commit one batch; True when the lane has nothing left to do."""
     began = time.monotonic()
-    with session.begin():
-        batch = task.plan(session, chunk.cursor, chunk.batch_size)
-        if batch is None:
-            return True
-        if batch.cursor_from_apply:
-            _compare_and_set(session, chunk, chunk.cursor, 0)
-            returned = task.apply(session, batch)
-            next_cursor = FINISHED if returned is None else returned
-            _advance(session, chunk, next_cursor, batch)
-        else:
-            _compare_and_set(session, chunk, batch.next_cursor, batch.size)
-            task.apply(session, batch)
-            next_cursor = batch.next_cursor
+    try:
+        with session.begin():
+            batch = task.plan(session, chunk.cursor, chunk.batch_size, chunk.upper)
+            if batch is None:
+                return True
+            if batch.cursor_from_apply:
+                _compare_and_set(session, chunk, chunk.cursor, 0)
+                returned = task.apply(session, batch)
+                next_cursor = FINISHED if returned is None else returned
+                _advance(session, chunk, next_cursor, batch)
+            else:
+                _compare_and_set(session, chunk, batch.next_cursor, batch.size)
+                task.apply(session, batch)
+                next_cursor = batch.next_cursor
+    except BaseException:
+        session.rollback()
+        raise
     chunk.cursor = next_cursor
     chunk.processed += batch.size
     chunk.rows += batch.size
     chunk.batches += 1
-    _adapt_batch_size(task, chunk, batch, time.monotonic() - began)
+    adapt_batch_size(task, chunk, batch, time.monotonic() - began)
     return False
 
 
 def _compare_and_set(session: Session, chunk: Chunk, new_cursor: Any, size: int) -> None:
-    """The batch's first write: move the cursor only if this runner still owns the task."""
+    """The batch's first write: move the cursor only if this chunk still owns the lane."""
     old = encode_cursor(chunk.cursor)
-    # Built once and run on the session's connection: this runs once per batch, and building
-    # the statement and going through the ORM cost as much as the round trip itself.
-    statement = _CAS_FROM_START if old is None else _CAS
+    statement = ADVANCE_FROM_START if old is None else ADVANCE
     parameters = {
-        "cas_version": chunk.version,
-        "cas_epoch": chunk.epoch,
-        "cas_old": old,
-        "cas_new": encode_cursor(new_cursor),
-        "cas_size": size,
-        "cas_beat": utcnow(),
-        "cas_batch_size": chunk.batch_size,
+        **chunk.parameters(),
+        "l_old": old,
+        "l_new": encode_cursor(new_cursor),
+        "l_size": size,
+        "l_beat": utcnow(),
+        "l_batch_size": chunk.batch_size,
     }
+    # Run on the session's connection: this runs once per batch, and the ORM's bookkeeping
+    # cost as much as the round trip itself.
     if session.connection().execute(statement, parameters).rowcount != 1:
         raise Fenced()
-
-
-def _cas_statement(from_start: bool) -> Update:
-    """UPDATE task_records ... WHERE version, epoch, status and cursor are what we hold."""
-    records = cast(Table, TaskRecord.__table__)
-    cursor = records.c.cursor
-    return (
-        update(records)
-        .where(records.c.version == bindparam("cas_version"))
-        .where(records.c.epoch == bindparam("cas_epoch"))
-        .where(records.c.status == Status.RUNNING.value)
-        .where(cursor.is_(None) if from_start else cursor == bindparam("cas_old"))
-        .values(
-            cursor=bindparam("cas_new"),
-            processed=records.c.processed + bindparam("cas_size"),
-            heartbeat_at=bindparam("cas_beat", type_=records.c.heartbeat_at.type),
-            attempts=0,
-            batch_size=bindparam("cas_batch_size"),
-        )
-    )
-
-
-_CAS_FROM_START = _cas_statement(from_start=True)
-_CAS = _cas_statement(from_start=False)
-_ANY_PENDING = select(TaskRecord.version).where(TaskRecord.status == Status.PENDING.value).limit(1)
 
 
 def _advance(session: Session, chunk: Chunk, new_cursor: Any, batch: Batch) -> None:
     """Record a custom batch's cursor, returned by the function, in the same transaction."""
     session.execute(
-        update(TaskRecord)
-        .where(TaskRecord.version == chunk.version)
-        .values(cursor=encode_cursor(new_cursor), processed=TaskRecord.processed + batch.size)
+        update(TaskLane)
+        .where(TaskLane.version == chunk.version, TaskLane.lane == chunk.lane)
+        .values(cursor=encode_cursor(new_cursor), processed=TaskLane.processed + batch.size)
         .execution_options(synchronize_session=False)
     )
 
 
-def _adapt_batch_size(task: DataTask, chunk: Chunk, batch: Batch, seconds: float) -> None:
+def adapt_batch_size(task: DataTask, chunk: Chunk, batch: Batch, seconds: float) -> None:
     """Grow or shrink the batch toward the target duration, within bounds."""
     target = task.options.target_batch_seconds
     if target is None or seconds <= 0 or batch.size < chunk.batch_size:
@@ -312,195 +284,3 @@ def _adapt_batch_size(task: DataTask, chunk: Chunk, batch: Batch, seconds: float
     factor = min(GROW_LIMIT, max(SHRINK_LIMIT, target / seconds))
     size = round(chunk.batch_size * factor)
     chunk.batch_size = max(task.options.min_batch_size, min(task.options.max_batch_size, size))
-
-
-def _continue_later(runtime: Runtime, chunk: Chunk, reason: str) -> dict[str, Any]:
-    """Hand the task to a successor chunk job at the current cursor."""
-    _requeue(runtime, chunk, countdown=0.0)
-    log_event(
-        "chunk_done",
-        version=chunk.version,
-        epoch=chunk.epoch,
-        batches=chunk.batches,
-        rows=chunk.rows,
-        seconds=time.monotonic() - chunk.started,
-        next="successor",
-        reason=reason,
-    )
-    return chunk.summary("continued", reason=reason)
-
-
-def _requeue(
-    runtime: Runtime,
-    chunk: Chunk,
-    countdown: float,
-    values: dict[str, Any] | None = None,
-) -> bool:
-    """Move running -> enqueued at this epoch and publish the successor.
-
-    The queued marker goes first, so a concurrent sweep never takes the gap for a lost job;
-    if the publish fails, the marker is dropped and the next sweep publishes again.
-    """
-    try:
-        runtime.coordinator.mark_queued({chunk.version: chunk.epoch})
-    except RedisError:
-        pass  # No marker: the next deploy hook or sweep sees the job as lost and publishes it.
-    with runtime.session() as session, session.begin():
-        moved = move(
-            session,
-            chunk.version,
-            Status.RUNNING,
-            Status.ENQUEUED,
-            chunk.epoch,
-            {"enqueued_at": utcnow(), **(values or {})},
-        )
-    if not moved:
-        return False
-    try:
-        runtime.publisher.publish(ChunkMessage(chunk.version, chunk.epoch), countdown=countdown)
-    except Exception as error:
-        log_event("publish_failed", version=chunk.version, error=str(error).splitlines()[0])
-        try:
-            runtime.coordinator.client.delete(
-                f"{runtime.coordinator.prefix}:queued:{chunk.version}"
-            )
-        except RedisError:
-            pass
-    return True
-
-
-def _record_failure(
-    runtime: Runtime, task: DataTask, chunk: Chunk, error: BaseException
-) -> dict[str, Any]:
-    """Count a failed attempt; retry with backoff, or mark the task failed when out of attempts."""
-    summary = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error) else ''}"
-    trace = "".join(traceback.format_exception(error))
-    limit = task.options.max_attempts or runtime.settings.max_attempts
-    with runtime.session() as session:
-        record = session.get(TaskRecord, chunk.version)
-        attempts = (record.attempts if record else 0) + 1
-    values: dict[str, Any] = {"attempts": attempts, "last_error": summary, "traceback": trace}
-    if task.options.target_batch_seconds is not None and is_statement_timeout(error):
-        # GitLab's rule for adaptive batches: one that timed out is halved before its retry.
-        values["batch_size"] = max(task.options.min_batch_size, chunk.batch_size // 2)
-    log_event(
-        "batch_failed",
-        version=chunk.version,
-        epoch=chunk.epoch,
-        attempt=attempts,
-        error=summary,
-        next_batch_size=values.get("batch_size"),
-    )
-    if attempts >= limit:
-        with runtime.session() as session, session.begin():
-            move(
-                session,
-                chunk.version,
-                Status.RUNNING,
-                Status.FAILED,
-                chunk.epoch,
-                {**values, "finished_at": utcnow()},
-            )
-        log_event("failed", version=chunk.version, epoch=chunk.epoch, attempts=attempts)
-        return chunk.summary("failed", error=summary, attempts=attempts)
-    settings = runtime.settings
-    delay = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** (attempts - 1))
-    _requeue(runtime, chunk, countdown=delay, values=values)
-    return chunk.summary("retrying", error=summary, attempts=attempts, countdown=delay)
-
-
-def is_statement_timeout(error: BaseException) -> bool:
-    """True when the database cancelled a statement that ran too long."""
-    original = getattr(error, "orig", None)
-    # PostgreSQL's query_canceled (psycopg 3 and psycopg2), MySQL's ER_QUERY_TIMEOUT.
-    code = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
-    mysql_code = original.args[0] if original is not None and original.args else None
-    return code == "57014" or mysql_code == 3024
-
-
-def _finish(runtime: Runtime, task: DataTask, chunk: Chunk) -> dict[str, Any]:
-    """Run the checks, then mark the task succeeded and enqueue the tasks it unblocked."""
-    try:
-        with runtime.session() as session, session.begin():
-            message = task.failed_check(session) if task.checks else None
-    except Exception as error:
-        return _record_failure(runtime, task, chunk, error)
-    now = utcnow()
-    with runtime.session() as session, session.begin():
-        if message:
-            values = {"last_error": f"check failed: {message}", "finished_at": now}
-            moved = move(session, chunk.version, Status.RUNNING, Status.FAILED, chunk.epoch, values)
-            outcome = "check_failed"
-        else:
-            # A success after retries leaves no error behind to mislead `show`.
-            values = {"finished_at": now, "heartbeat_at": now}
-            values.update(last_error=None, traceback=None)
-            moved = move(
-                session, chunk.version, Status.RUNNING, Status.SUCCEEDED, chunk.epoch, values
-            )
-            outcome = "succeeded"
-    if not moved:
-        return chunk.summary("fenced")
-    log_event(
-        outcome,
-        version=chunk.version,
-        epoch=chunk.epoch,
-        processed=chunk.processed,
-        seconds=time.monotonic() - chunk.started,
-    )
-    if outcome == "succeeded":
-        _enqueue_unblocked(runtime)
-    return chunk.summary(outcome, **({"error": message} if message else {}))
-
-
-def _enqueue_unblocked(runtime: Runtime) -> None:
-    """Start the tasks that were waiting on this one, without waiting for another deploy."""
-    from data_tasks.scheduler import enqueue  # the scheduler also imports the runtime
-
-    try:
-        # Only a pending task can have waited on this one. The full pass imports every open
-        # task file, so skipping it when none is pending keeps many small tasks cheap.
-        with runtime.session() as session:
-            pending = session.execute(_ANY_PENDING).first()
-        if pending is None:
-            return
-        report = enqueue(runtime)
-    except Exception as error:
-        # The next deploy hook or sweep starts them; the success is already recorded.
-        log_event("enqueue_unblocked_failed", error=str(error).splitlines()[0])
-        return
-    for item in report.enqueued:
-        log_event("unblocked", version=item.version, epoch=item.epoch)
-
-
-def _pass_on_unknown(runtime: Runtime, message: ChunkMessage) -> dict[str, Any]:
-    """A worker of an older release lacks the file: publish the job again, later."""
-    settings = runtime.settings
-    if message.unknown_retries >= settings.unknown_version_retries:
-        error = (
-            f"no worker had the file of version {message.version} after "
-            f"{message.unknown_retries} tries"
-        )
-        _fail_unstarted(runtime, message, error, "unknown_version")
-        return {"outcome": "unknown_version", "version": message.version, "error": error}
-    retried = replace(message, unknown_retries=message.unknown_retries + 1)
-    runtime.publisher.publish(retried, countdown=settings.unknown_version_countdown)
-    log_event("unknown_version", version=message.version, retry=retried.unknown_retries)
-    return {"outcome": "passed_on", "version": message.version, "epoch": message.epoch}
-
-
-def _fail_unstarted(runtime: Runtime, message: ChunkMessage, error: str, event: str) -> None:
-    """Fail a task this worker cannot start (its file is broken or nowhere to be found).
-
-    A fixed file changes its hash, so the next deploy hook resumes it; `retry` always does.
-    """
-    with runtime.session() as session, session.begin():
-        move(
-            session,
-            message.version,
-            Status.ENQUEUED,
-            Status.FAILED,
-            message.epoch,
-            {"last_error": error, "finished_at": utcnow()},
-        )
-    log_event(event, version=message.version, error=error)

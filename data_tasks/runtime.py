@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.exceptions import RedisError
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from data_tasks.coordination import Coordinator, connect
 from data_tasks.database import make_engine
 from data_tasks.discovery import Catalog
-from data_tasks.publisher import Publisher
-from data_tasks.records import create_tables
+from data_tasks.publisher import ChunkMessage, Publisher
+from data_tasks.schema import create_tables
 from data_tasks.settings import Settings
 
 
@@ -50,8 +51,8 @@ class Runtime:
         engine = make_engine(
             settings.database_url,
             connect_timeout=connect_timeout,
-            # A batch idle in its transaction past the stale time belongs to a dead runner.
-            idle_in_transaction_seconds=settings.stale_seconds,
+            # A batch idle in its transaction this long belongs to a frozen runner.
+            idle_in_transaction_seconds=settings.batch_idle_seconds,
         )
         client = connect(settings, timeout=connect_timeout)
         return cls(
@@ -83,6 +84,25 @@ class Runtime:
             Session(bind=connection, expire_on_commit=False) as session,
         ):
             yield session
+
+    def publish(self, messages: Iterable[ChunkMessage], countdown: float = 0.0) -> None:
+        """Publish chunk jobs, then mark each queued once its publish went through.
+
+        Marking after the publish means a job lost on the way (the process killed, the broker
+        unreachable) has no marker, so the next deploy hook or sweep publishes it again; a
+        job published twice is harmless, since only one copy can start its lane's epoch.
+        Raises what the publisher raised, after marking the jobs published before it.
+        """
+        published: dict[tuple[str, int], int] = {}
+        try:
+            for message in messages:
+                self.publisher.publish(message, countdown=countdown)
+                published[(message.version, message.lane)] = message.epoch
+        finally:
+            try:
+                self.coordinator.mark_queued(published)
+            except RedisError:
+                pass  # No marker: the next pass re-publishes, and the copy is fenced.
 
     def create_tables(self) -> None:
         """Create task_records if it is missing."""

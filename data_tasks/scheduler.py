@@ -6,12 +6,12 @@ whose worker died, so running it from cron or celery beat keeps everything movin
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from redis.exceptions import LockError, RedisError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
 
 from data_tasks.coordination import unavailable
@@ -19,6 +19,7 @@ from data_tasks.data_task import DataTask
 from data_tasks.database import check_reachable
 from data_tasks.discovery import TaskFile, discover, load
 from data_tasks.errors import DependencyError, ServiceUnavailable
+from data_tasks.lanes import LaneStatus, TaskLane, prepare_run
 from data_tasks.log import log_event
 from data_tasks.publisher import ChunkMessage
 from data_tasks.records import TaskRecord, insert_missing, load_all, move, utcnow
@@ -154,10 +155,8 @@ def _enqueue_locked(runtime: Runtime, files: Mapping[str, TaskFile]) -> EnqueueR
     open_versions = [v for v, s in statuses.items() if not s.is_done]
     report.missing_files = sorted(v for v in open_versions if v not in files)
 
-    claims: list[tuple[TaskRecord, Status, str, TaskFile]] = []
-    stale_candidates: list[TaskRecord] = []
-    queued_versions = [v for v in tasks if statuses[v] == Status.ENQUEUED]
-    queued = runtime.coordinator.queued_epochs(queued_versions)
+    claims: list[Claim] = []
+    in_flight: list[str] = []
     for version in sorted(tasks):
         record, status, task_file = records[version], statuses[version], files[version]
         blocked_by = waiting_on(version, deps, statuses)
@@ -165,77 +164,177 @@ def _enqueue_locked(runtime: Runtime, files: Mapping[str, TaskFile]) -> EnqueueR
             if blocked_by:
                 report.waiting[version] = blocked_by
             else:
-                claims.append((record, status, "new", task_file))
+                claims.append(Claim(record, status, "new", task_file.source_hash()))
         elif status == Status.FAILED:
             if not blocked_by and record.source_hash != task_file.source_hash():
-                claims.append((record, status, "resumed: its file changed", task_file))
+                claims.append(
+                    Claim(record, status, "resumed: its file changed", task_file.source_hash())
+                )
             else:
                 report.failed.append(version)
-        elif status == Status.ENQUEUED:
-            if queued.get(version) != record.epoch:
-                claims.append((record, status, "re-published: its job was lost", task_file))
-            else:
-                report.in_flight.append(version)
-        elif status == Status.RUNNING:
-            stale_candidates.append(record)
-
-    stale_before = utcnow() - timedelta(seconds=runtime.settings.stale_seconds)
-    locked = runtime.coordinator.locked_versions(r.version for r in stale_candidates)
-    for record in stale_candidates:
-        beat = record.heartbeat_at or record.started_at
-        if record.version not in locked and (beat is None or beat < stale_before):
-            reason = "reclaimed: its worker stopped beating"
-            claims.append((record, Status.RUNNING, reason, files[record.version]))
-        else:
-            report.in_flight.append(record.version)
-
+        elif status.is_in_flight:
+            in_flight.append(version)
+    _follow_new_files(runtime, {v: records[v] for v in in_flight}, files)
     report.enqueued = claim_and_publish(runtime, claims)
-    report.in_flight.sort()
+    report.enqueued += _keep_lanes_going(runtime, {v: records[v] for v in in_flight}, files)
+    report.in_flight = sorted(set(in_flight) - {item.version for item in report.enqueued})
     return report
 
 
-def claim_and_publish(
-    runtime: Runtime,
-    claims: list[tuple[TaskRecord, Status, str, TaskFile]],
-    reset: Mapping[str, object] | None = None,
-) -> list[Enqueued]:
-    """Claim each record with a new epoch, then publish one job per successful claim.
+def _follow_new_files(
+    runtime: Runtime, records: Mapping[str, TaskRecord], files: Mapping[str, TaskFile]
+) -> None:
+    """Record the deployed file of a running task, so that only workers that have it run it."""
+    changed = {
+        version: files[version].source_hash()
+        for version, record in records.items()
+        if record.source_hash != files[version].source_hash()
+    }
+    if not changed:
+        return
+    with runtime.session() as session, session.begin():
+        for version, digest in changed.items():
+            session.execute(
+                update(TaskRecord)
+                .where(TaskRecord.version == version)
+                .values(source_hash=digest)
+                .execution_options(synchronize_session=False)
+            )
 
-    The queued markers are written first: if Redis is down, nothing is claimed; if a
-    publish fails after the claim, the next pass sees no job and publishes again.
-    `reset` holds fields written with the claim (a rerun starts again from the beginning).
+
+def _keep_lanes_going(
+    runtime: Runtime, records: Mapping[str, TaskRecord], files: Mapping[str, TaskFile]
+) -> list[Enqueued]:
+    """Publish again the jobs of enqueued lanes that were lost, and reclaim dead lanes.
+
+    A lane is dead when it is running, its lease has lapsed and its heartbeat is older than
+    the stale time. It is moved back to enqueued only if no batch holds its row (SKIP LOCKED),
+    so a pass never waits on a running batch; its next chunk starts at a new epoch, which
+    fences the old runner should it wake up.
+    """
+    if not records:
+        return []
+    with runtime.session() as session:
+        lanes = list(session.scalars(select(TaskLane).where(TaskLane.version.in_(list(records)))))
+    by_version: dict[str, list[TaskLane]] = {}
+    for lane in lanes:
+        by_version.setdefault(lane.version, []).append(lane)
+    # A run with no lane left to run (its start was cut short) is claimed again as a whole.
+    stranded = [
+        Claim(record, record.state, "resumed: no lane was running", files[version].source_hash())
+        for version, record in records.items()
+        if not any(
+            lane.state in (LaneStatus.ENQUEUED, LaneStatus.RUNNING)
+            for lane in by_version.get(version, [])
+        )
+    ]
+    won = claim_and_publish(runtime, stranded)
+    queued_lanes = [lane for lane in lanes if lane.state == LaneStatus.ENQUEUED]
+    markers = runtime.coordinator.queued_epochs((lane.version, lane.lane) for lane in queued_lanes)
+    lost = [lane for lane in queued_lanes if markers[(lane.version, lane.lane)] != lane.epoch]
+    running = [lane for lane in lanes if lane.state == LaneStatus.RUNNING]
+    held = runtime.coordinator.held_leases((lane.version, lane.lane) for lane in running)
+    stale_before = utcnow() - timedelta(seconds=runtime.settings.stale_seconds)
+    dead = [
+        lane
+        for lane in running
+        if (lane.version, lane.lane) not in held
+        and (lane.heartbeat_at is None or lane.heartbeat_at < stale_before)
+    ]
+    revived = reclaim(runtime, dead)
+    messages = [
+        ChunkMessage(lane.version, lane.epoch, lane=lane.lane) for lane in [*lost, *revived]
+    ]
+    _publish(runtime, messages)
+    for lane in lost:
+        log_event("republished", version=lane.version, lane=lane.lane, epoch=lane.epoch)
+    for lane in revived:
+        log_event("reclaimed", version=lane.version, lane=lane.lane, epoch=lane.epoch)
+    reasons = {lane.version: "re-published: its job was lost" for lane in lost}
+    reasons.update({lane.version: "reclaimed: its worker stopped beating" for lane in revived})
+    return won + [
+        Enqueued(version, records[version].name, records[version].epoch, reason)
+        for version, reason in sorted(reasons.items())
+    ]
+
+
+def reclaim(runtime: Runtime, lanes: list[TaskLane]) -> list[TaskLane]:
+    """Move dead running lanes back to enqueued, skipping any whose row a batch holds."""
+    if not lanes:
+        return []
+    revived: list[TaskLane] = []
+    with runtime.session() as session, session.begin():
+        for lane in lanes:
+            free = session.execute(
+                select(TaskLane.lane)
+                .where(TaskLane.version == lane.version, TaskLane.lane == lane.lane)
+                .where(TaskLane.epoch == lane.epoch)
+                .where(TaskLane.status == LaneStatus.RUNNING.value)
+                .with_for_update(skip_locked=True)
+            ).first()
+            if free is None:
+                continue
+            session.execute(
+                update(TaskLane)
+                .where(TaskLane.version == lane.version, TaskLane.lane == lane.lane)
+                .values(status=LaneStatus.ENQUEUED.value)
+                .execution_options(synchronize_session=False)
+            )
+            revived.append(lane)
+    return revived
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A record to claim with a new run epoch, why, and the hash of the file it will run."""
+
+    record: TaskRecord
+    status: Status
+    reason: str
+    source_hash: str | None
+
+
+def claim_and_publish(
+    runtime: Runtime, claims: Sequence[Claim], restart: Mapping[str, object] | None = None
+) -> list[Enqueued]:
+    """Claim each record with a new run epoch and enqueue its lanes, then publish their jobs.
+
+    `restart` holds record fields written with the claim; when given, the run starts again
+    from the beginning with new lanes (a rerun). A job whose publish fails has no queued
+    marker, so the next pass publishes it again.
     """
     if not claims:
         return []
-    runtime.coordinator.mark_queued({record.version: record.epoch + 1 for record, *_ in claims})
     won: list[Enqueued] = []
+    messages: list[ChunkMessage] = []
     now = utcnow()
     with runtime.session() as session, session.begin():
-        for record, status, reason, task_file in claims:
+        for claim in claims:
+            record = claim.record
             values: dict[str, object] = {"epoch": record.epoch + 1, "enqueued_at": now}
-            if status in (Status.PENDING, Status.FAILED):
-                values.update(attempts=0, source_hash=task_file.source_hash())
-            values.update(reset or {})
-            if move(session, record.version, status, Status.ENQUEUED, record.epoch, values):
-                won.append(Enqueued(record.version, record.name, record.epoch + 1, reason))
-    for index, item in enumerate(won):
-        try:
-            runtime.publisher.publish(ChunkMessage(item.version, item.epoch))
-        except Exception as error:
-            # Claimed but not published: drop the markers, so the next pass publishes them.
-            _forget_markers(runtime, [left.version for left in won[index:]])
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-            raise ServiceUnavailable(
-                "Redis", redact(runtime.settings.redis_url), f"publishing failed: {reason}"
-            ) from None
+            if claim.status in (Status.PENDING, Status.FAILED) or restart is not None:
+                values["attempts"] = 0
+            if claim.source_hash is not None:
+                values["source_hash"] = claim.source_hash
+            values.update(restart or {})
+            if move(session, record.version, claim.status, Status.ENQUEUED, record.epoch, values):
+                lanes = prepare_run(session, record.version, restart is not None)
+                messages += [
+                    ChunkMessage(record.version, epoch, lane=lane) for lane, epoch in lanes
+                ]
+                won.append(Enqueued(record.version, record.name, record.epoch + 1, claim.reason))
+    _publish(runtime, messages)
+    for item in won:
         log_event("enqueued", version=item.version, epoch=item.epoch, reason=item.reason)
     return won
 
 
-def _forget_markers(runtime: Runtime, versions: list[str]) -> None:
-    """Best effort: without its marker, an enqueued record is re-published by the next pass."""
+def _publish(runtime: Runtime, messages: list[ChunkMessage]) -> None:
+    """Publish claimed jobs; a failure is the hook's one-line error, and the next pass retries."""
     try:
-        prefix = runtime.coordinator.prefix
-        runtime.coordinator.client.delete(*[f"{prefix}:queued:{v}" for v in versions])
-    except RedisError:
-        pass  # Redis itself is gone, and its markers with it.
+        runtime.publish(messages)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise ServiceUnavailable(
+            "Redis", redact(runtime.settings.redis_url), f"publishing failed: {reason}"
+        ) from None

@@ -29,8 +29,13 @@ class Settings:
     chunk_seconds: float = 30.0
     # A running task whose heartbeat is older than this, and whose lock has lapsed, is reclaimed.
     stale_seconds: float = 120.0
-    # The Redis lock of a running chunk expires this long after its last extension.
+    # A lane's lease in Redis expires this long after its last renewal; a thread renews it
+    # while the chunk's process lives, however long a batch takes.
     lock_seconds: float = 60.0
+    # PostgreSQL ends a batch's transaction left idle this long (its runner frozen or stopped
+    # mid-batch), which frees the lane for a reclaim. A batch's own work between two
+    # statements (an API call, a long computation) must stay under it.
+    batch_idle_seconds: float = 600.0
     # Failed attempts at one cursor before the task is marked failed.
     max_attempts: int = 5
     # Backoff before retry n is retry_base_seconds * 2 ** (n - 1), capped at retry_max_seconds.

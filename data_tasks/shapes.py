@@ -6,7 +6,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
     Integer,
     Select,
     bindparam,
@@ -19,7 +18,29 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from data_tasks.data_task import FINISHED, Batch, DataTask, Options, as_versions
+from data_tasks.data_task import FINISHED, Batch, DataTask, KeyRange, Options, as_versions
+
+
+def cut_ranges(session: Session, keys: Select[Any], parts: int, follow: bool) -> list[KeyRange]:
+    """Cut the keys (one column labelled k) into `parts` ranges of about equal size.
+
+    The last range ends at the largest key present now, unless the run follows new rows.
+    """
+    every = keys.subquery()
+    total, largest = session.execute(select(func.count(), func.max(every.c.k))).one()
+    if not total:
+        return [KeyRange(lower=None, upper=None, total=0, empty=not follow)]
+    offsets = sorted({total * part // parts for part in range(1, parts)} - {0})
+    ordered = select(every.c.k).order_by(every.c.k)
+    # The last key of each range but the last, read at its offset in key order.
+    bounds = [session.execute(ordered.offset(at - 1).limit(1)).scalar_one() for at in offsets]
+    uppers = [*bounds, None if follow else largest]
+    lowers = [None, *bounds]
+    sizes = [b - a for a, b in zip([0, *offsets], [*offsets, total], strict=True)]
+    return [
+        KeyRange(lower=lower, upper=upper, total=size)
+        for lower, upper, size in zip(lowers, uppers, sizes, strict=True)
+    ]
 
 
 class OneShot(DataTask):
@@ -27,11 +48,13 @@ class OneShot(DataTask):
 
     shape = "one-shot"
 
-    def estimate_total(self, session: Session, cursor: Any) -> int | None:
+    def ranges(self, session: Session, parts: int) -> list[KeyRange]:
         """One unit of work."""
-        return 0 if cursor == FINISHED else 1
+        return [KeyRange(lower=None, upper=None, total=1)]
 
-    def plan(self, session: Session, cursor: Any, batch_size: int) -> Batch | None:
+    def plan(
+        self, session: Session, cursor: Any, batch_size: int, upper: Any = None
+    ) -> Batch | None:
         """The single batch, unless it has committed."""
         return None if cursor == FINISHED else Batch(next_cursor=FINISHED, size=1)
 
@@ -58,47 +81,44 @@ class KeysetBackfill(DataTask):
         self.table = table(name, column(key), schema=schema or None)
         self.key = self.table.c[key]
         self.where = where
-        self._plan_first = self._plan_statement(from_start=True)
-        self._plan_next = self._plan_statement(from_start=False)
+        self._plans = {
+            (first, open_): self._plan_statement(first, open_)
+            for first in (True, False)
+            for open_ in (True, False)
+        }
 
-    def _filters(self, cursor: Any) -> list[ColumnElement[bool]]:
-        filters: list[ColumnElement[bool]] = []
-        if cursor is not None:
-            filters.append(self.key > cursor)
+    def _keys(self) -> Select[Any]:
+        """Every key the task covers, as one column labelled k."""
+        keys = select(self.key.label("k"))
         if self.where:
-            filters.append(text(f"({self.where})"))  # type: ignore[arg-type]
-        return filters
+            keys = keys.where(text(f"({self.where})"))
+        return keys
 
-    def estimate_total(self, session: Session, cursor: Any) -> int | None:
-        """Keys left after the cursor that match the filter."""
-        statement = select(func.count()).select_from(self.table).where(*self._filters(cursor))
-        return int(session.execute(statement).scalar_one())
+    def ranges(self, session: Session, parts: int) -> list[KeyRange]:
+        """`parts` ranges of about equal numbers of keys, up to the largest key now."""
+        return cut_ranges(session, self._keys(), parts, self.options.follow_new_rows)
 
-    def plan(self, session: Session, cursor: Any, batch_size: int) -> Batch | None:
+    def plan(
+        self, session: Session, cursor: Any, batch_size: int, upper: Any = None
+    ) -> Batch | None:
         """The first and last of the next `batch_size` keys, read in one index-ordered query."""
-        statement = self._plan_first if cursor is None else self._plan_next
-        parameters = {"plan_after": cursor, "plan_limit": batch_size}
+        statement = self._plans[(cursor is None, upper is None)]
+        parameters = {"plan_after": cursor, "plan_upper": upper, "plan_limit": batch_size}
         low, high, count = session.connection().execute(statement, parameters).one()
         if not count:
             return None
         return Batch(next_cursor=high, size=int(count), payload=(low, high))
 
-    def _plan_statement(self, from_start: bool) -> Select[Any, Any, int]:
+    def _plan_statement(self, from_start: bool, unbounded: bool) -> Select[Any, Any, int]:
         # Built once per task: the plan runs once per batch, and building it each time cost
         # about as much as the query.
-        filters: list[ColumnElement[bool]] = []
+        keys = self._keys()
         if not from_start:
-            filters.append(self.key > bindparam("plan_after"))
-        if self.where:
-            filters.append(text(f"({self.where})"))  # type: ignore[arg-type]
-        keys = (
-            select(self.key.label("k"))
-            .where(*filters)
-            .order_by(self.key)
-            .limit(bindparam("plan_limit", type_=Integer()))
-            .subquery()
-        )
-        return select(func.min(keys.c.k), func.max(keys.c.k), func.count(literal_column("*")))
+            keys = keys.where(self.key > bindparam("plan_after"))
+        if not unbounded:
+            keys = keys.where(self.key <= bindparam("plan_upper"))
+        page = keys.order_by(self.key).limit(bindparam("plan_limit", type_=Integer())).subquery()
+        return select(func.min(page.c.k), func.max(page.c.k), func.count(literal_column("*")))
 
     def apply(self, session: Session, batch: Batch) -> Any:
         """Call the function with the session and the inclusive bounds."""
@@ -121,26 +141,35 @@ class RowIteration(DataTask):
             raise ValueError(f"key {key!r} is not among the selected columns {names}")
         self.key_index = names.index(key)
         self.key = query.selected_columns[key]
-        self._page_first = self._page_statement(from_start=True)
-        self._page_next = self._page_statement(from_start=False)
+        self._pages = {
+            (first, open_): self._page_statement(first, open_)
+            for first in (True, False)
+            for open_ in (True, False)
+        }
 
-    def estimate_total(self, session: Session, cursor: Any) -> int | None:
-        """Rows left after the cursor."""
-        query = self.query if cursor is None else self.query.where(self.key > cursor)
-        return int(session.execute(select(func.count()).select_from(query.subquery())).scalar_one())
+    def ranges(self, session: Session, parts: int) -> list[KeyRange]:
+        """`parts` ranges of about equal numbers of rows, up to the largest key now."""
+        keys = select(self.query.subquery().c[self.key_index].label("k"))
+        return cut_ranges(session, keys, parts, self.options.follow_new_rows)
 
-    def plan(self, session: Session, cursor: Any, batch_size: int) -> Batch | None:
+    def plan(
+        self, session: Session, cursor: Any, batch_size: int, upper: Any = None
+    ) -> Batch | None:
         """Read the next page of rows."""
-        statement = self._page_first if cursor is None else self._page_next
-        parameters = {"page_after": cursor, "page_limit": batch_size}
+        statement = self._pages[(cursor is None, upper is None)]
+        parameters = {"page_after": cursor, "page_upper": upper, "page_limit": batch_size}
         rows = session.connection().execute(statement, parameters).all()
         if not rows:
             return None
         return Batch(next_cursor=rows[-1][self.key_index], size=len(rows), payload=rows)
 
-    def _page_statement(self, from_start: bool) -> Select[Any]:
+    def _page_statement(self, from_start: bool, unbounded: bool) -> Select[Any]:
         # Built once per task, like the keyset plan: it runs once per batch.
-        query = self.query if from_start else self.query.where(self.key > bindparam("page_after"))
+        query = self.query
+        if not from_start:
+            query = query.where(self.key > bindparam("page_after"))
+        if not unbounded:
+            query = query.where(self.key <= bindparam("page_upper"))
         return query.order_by(self.key).limit(bindparam("page_limit", type_=Integer()))
 
     def apply(self, session: Session, batch: Batch) -> Any:
@@ -157,7 +186,9 @@ class CustomBatches(DataTask):
 
     shape = "custom"
 
-    def plan(self, session: Session, cursor: Any, batch_size: int) -> Batch | None:
+    def plan(
+        self, session: Session, cursor: Any, batch_size: int, upper: Any = None
+    ) -> Batch | None:
         """One more call, until the function has said it is finished."""
         if cursor == FINISHED:
             return None
@@ -176,6 +207,7 @@ def _options(
     max_attempts: int | None,
     parallel: int = 1,
     batch_bounds: tuple[int, int] = (Options.min_batch_size, Options.max_batch_size),
+    follow_new_rows: bool = False,
 ) -> Options:
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
@@ -193,6 +225,7 @@ def _options(
         chunk_seconds=chunk_seconds,
         max_attempts=max_attempts,
         parallel=parallel,
+        follow_new_rows=follow_new_rows,
     )
 
 
@@ -222,10 +255,13 @@ def keyset_backfill(
     chunk_seconds: float | None = None,
     max_attempts: int | None = None,
     parallel: int = 1,
+    follow_new_rows: bool = False,
 ) -> Callable[[Callable[[Session, Any, Any], Any]], KeysetBackfill]:
     """Declare a keyset backfill: `fn(session, first_key, last_key)` per batch of keys.
 
-    parallel=N splits the keys into N shards at the start, run side by side by N chunk jobs.
+    parallel=N splits the keys into N lanes at the start, run side by side by N chunk jobs.
+    The run ends at the largest key present when it started; follow_new_rows=True also takes
+    rows inserted meanwhile (and runs as long as they keep coming).
     """
 
     def wrap(function: Callable[[Session, Any, Any], Any]) -> KeysetBackfill:
@@ -237,6 +273,7 @@ def keyset_backfill(
             max_attempts,
             parallel,
             (min_batch_size, max_batch_size),
+            follow_new_rows,
         )
         return KeysetBackfill(function, options, table_name, key, where)
 
@@ -255,10 +292,13 @@ def row_iteration(
     chunk_seconds: float | None = None,
     max_attempts: int | None = None,
     parallel: int = 1,
+    follow_new_rows: bool = False,
 ) -> Callable[[Callable[[Session, Sequence[Any]], Any]], RowIteration]:
     """Declare a row iteration: `fn(session, rows)` per page of the query, paged by `key`.
 
-    parallel=N splits the rows into N shards at the start, run side by side by N chunk jobs.
+    parallel=N splits the rows into N lanes at the start, run side by side by N chunk jobs.
+    The run ends at the largest key present when it started; follow_new_rows=True also takes
+    rows inserted meanwhile (and runs as long as they keep coming).
     """
 
     def wrap(function: Callable[[Session, Sequence[Any]], Any]) -> RowIteration:
@@ -270,6 +310,7 @@ def row_iteration(
             max_attempts,
             parallel,
             (min_batch_size, max_batch_size),
+            follow_new_rows,
         )
         return RowIteration(function, options, query, key)
 

@@ -23,10 +23,10 @@ from data_tasks import operations
 from data_tasks.coordination import unavailable
 from data_tasks.data_task import Progress
 from data_tasks.errors import DataTaskError, ServiceUnavailable
+from data_tasks.lanes import lane_line
 from data_tasks.overview import TaskView
 from data_tasks.runtime import Runtime
 from data_tasks.settings import Settings, redact
-from data_tasks.shards import shard_dict, shard_line, shards_of
 from deploy_hooks.exit_codes import FAILED, OK, TIMED_OUT, USAGE, fail
 from deploy_hooks.publishing import LazyCeleryPublisher
 
@@ -117,7 +117,12 @@ def format_record(view: TaskView) -> str:
     traceback = fields.pop("traceback", None)
     fields["progress"] = progress_bar(view)
     fields["waiting_on"] = ", ".join(view.waiting_on) or None
-    order = ["version", "name", "status", "progress", "waiting_on", "epoch", "cursor"]
+    lanes = fields.pop("lanes")
+    if len(lanes) == 1:
+        fields.update(cursor=lanes[0]["cursor"], upper=lanes[0]["upper"])
+    elif lanes:
+        fields["lanes"] = "\n" + "\n".join(lane_line(lane) for lane in view.lanes)
+    order = ["version", "name", "status", "progress", "waiting_on", "epoch", "cursor", "upper"]
     keys = order + [key for key in fields if key not in order]
     width = max(len(key) for key in keys)
     lines = []
@@ -142,18 +147,14 @@ Handler = Callable[[Runtime, argparse.Namespace], int]
 def cmd_status(runtime: Runtime, args: argparse.Namespace) -> int:
     """Print every data task's record."""
     views = operations.status(runtime)
-    sharded = shards_of(runtime.engine, [view.record.version for view in views])
     if args.json:
-        rows = [view.as_dict() for view in views]
-        for row in rows:
-            if row["version"] in sharded:
-                row["shards"] = [shard_dict(shard) for shard in sharded[row["version"]]]
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([view.as_dict() for view in views], indent=2))
     else:
         print(format_table(views))
-        for version, shards in sharded.items():
-            print(f"\n{version}: {len(shards)} parallel shards")
-            print("\n".join(shard_line(shard) for shard in shards))
+        for view in views:
+            if len(view.lanes) > 1:
+                print(f"\n{view.record.version}: {len(view.lanes)} lanes")
+                print("\n".join(lane_line(lane) for lane in view.lanes))
     return OK
 
 
@@ -198,7 +199,8 @@ def cmd_run(runtime: Runtime, args: argparse.Namespace) -> int:
     seconds = sum(float(chunk.get("seconds") or 0.0) for chunk in run.chunks)
     where = f"{record.version} {record.name}"
     if run.handed_over:
-        print(f"stopped {where} at {record.processed} rows; the workers take it from its cursor")
+        done = operations.show(runtime, record.version).progress.processed
+        print(f"stopped {where} at {done} rows; the workers take it from its cursor")
         return FAILED
     if record.status == "succeeded":
         print(f"succeeded {where}: {rows} rows in {len(run.chunks)} chunk(s), {seconds:.2f}s")

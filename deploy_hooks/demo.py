@@ -25,7 +25,7 @@ from sqlalchemy import Engine
 
 from data_tasks.database import make_engine
 from data_tasks.overview import TaskView, overview
-from data_tasks.records import create_tables
+from data_tasks.schema import create_tables
 from deploy_hooks.cli import format_table
 from deploy_hooks.embedded_redis import KINDS, EmbeddedRedis, EmbeddedRedisUnavailable, Kind
 

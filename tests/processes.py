@@ -27,6 +27,7 @@ def environment(settings: Settings, **extra: str) -> dict[str, str]:
         DATA_TASKS_CHUNK_SECONDS=str(settings.chunk_seconds),
         DATA_TASKS_STALE_SECONDS=str(settings.stale_seconds),
         DATA_TASKS_LOCK_SECONDS=str(settings.lock_seconds),
+        DATA_TASKS_BATCH_IDLE_SECONDS=str(settings.batch_idle_seconds),
         DATA_TASKS_MAX_ATTEMPTS=str(settings.max_attempts),
         DATA_TASKS_RETRY_BASE_SECONDS=str(settings.retry_base_seconds),
         DATA_TASKS_RETRY_MAX_SECONDS=str(settings.retry_max_seconds),

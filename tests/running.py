@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from data_tasks.lanes import TaskLane
 from data_tasks.publisher import ChunkMessage, RecordingPublisher
 from data_tasks.records import TaskRecord
 from data_tasks.runner import run_chunk
@@ -51,4 +52,12 @@ def record(runtime: Runtime, version: str) -> TaskRecord:
     with runtime.session() as session:
         found = session.get(TaskRecord, version)
         assert found is not None, f"no record for {version}"
+        return found
+
+
+def lane(runtime: Runtime, version: str, number: int = 0) -> TaskLane:
+    """The current state of one lane of a version, read fresh."""
+    with runtime.session() as session:
+        found = session.get(TaskLane, (version, number))
+        assert found is not None, f"no lane {number} for {version}"
         return found

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from data_tasks.runner import is_statement_timeout
+from data_tasks.outcomes import is_statement_timeout
 from data_tasks.runtime import Runtime
 from data_tasks.scheduler import enqueue
 from data_tasks.status import Status
 from tests.conftest import copy_tasks
 from tests.items import applied_counts, create_items
-from tests.running import drain, record
+from tests.running import drain, lane, record
 
 VERSION = "20250701000000"
 
@@ -48,5 +48,5 @@ def test_a_growing_batch_stops_at_its_upper_bound(
     drain(runtime)
 
     # Fast batches against a 60 s target grow 1.2x a step: 100, 120, 144, then the bound.
-    assert record(runtime, "20250702000000").batch_size == 150
+    assert lane(runtime, "20250702000000").batch_size == 150
     assert applied_counts(postgres_engine) == {1: 5_000}

@@ -15,7 +15,7 @@ from data_tasks.scheduler import enqueue
 from data_tasks.status import Status
 from tests.conftest import copy_tasks
 from tests.items import applied_counts, create_items
-from tests.running import drain, published, record, take
+from tests.running import drain, lane, published, record, take
 
 COUNT = "20250301000000"
 COUNT_FILE = "20250301000000_ops_count_items.py"
@@ -48,7 +48,7 @@ def test_retry_resumes_a_failed_task_at_its_cursor(
 ) -> None:
     failed_at_450(runtime, postgres_engine)
     failed = record(runtime, POISONED)
-    assert (failed.cursor_value, failed.processed) == (400, 400)
+    assert (lane(runtime, POISONED).cursor_value, failed.processed) == (400, 400)
     assert failed.last_error == "RuntimeError: item 450 is poisoned"
     assert failed.traceback is not None and "raise RuntimeError" in failed.traceback
 
@@ -154,7 +154,7 @@ def test_rerun_starts_a_new_epoch_from_the_beginning(
 
     again = record(runtime, COUNT)
     assert again.epoch == enqueued.epoch > done.epoch
-    assert (again.status, again.cursor, again.processed, again.finished_at) == (
+    assert (again.status, lane(runtime, COUNT).cursor, again.processed, again.finished_at) == (
         "enqueued",
         None,
         0,

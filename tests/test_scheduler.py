@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 import redis
+from sqlalchemy import update
 
 from data_tasks.errors import InvalidTaskFile
+from data_tasks.lanes import LaneStatus, TaskLane
 from data_tasks.publisher import RecordingPublisher
 from data_tasks.records import load_all, move, utcnow
 from data_tasks.runner import run_chunk
@@ -19,18 +21,33 @@ from data_tasks.settings import Settings
 from data_tasks.status import Status
 from tests.conftest import copy_tasks
 from tests.items import applied_counts, create_items
-from tests.running import drain, published, record, take
+from tests.running import drain, lane, published, record, take
 
 COUNT = "20250101000000"
 AFTER_THE_REST = "20250109000000"
 
 
 def start_running(runtime: Runtime, version: str, epoch: int, beat_seconds_ago: float) -> None:
-    """Put a record where a worker's chunk puts it when it starts (claim at epoch + 1)."""
+    """Put a record and its lane where a worker's chunk puts them when it starts."""
     with runtime.session() as session, session.begin():
         beat = utcnow() - timedelta(seconds=beat_seconds_ago)
-        values = {"epoch": epoch + 1, "heartbeat_at": beat, "started_at": beat, "worker": "w1"}
+        values = {"heartbeat_at": beat, "started_at": beat, "worker": "w1"}
         assert move(session, version, Status.ENQUEUED, Status.RUNNING, epoch, values)
+        session.execute(
+            update(TaskLane)
+            .where(TaskLane.version == version, TaskLane.lane == 0)
+            .values(status=LaneStatus.RUNNING.value, epoch=TaskLane.epoch + 1, heartbeat_at=beat)
+        )
+
+
+def hold_lease(runtime: Runtime, version: str) -> None:
+    """Hold lane 0's lease, as a live worker's lease thread does."""
+    runtime.coordinator.client.set(runtime.coordinator.lease_key(version, 0), "w1")
+
+
+def drop_lease(runtime: Runtime, version: str) -> None:
+    """Let lane 0's lease lapse, as it does once its worker died."""
+    runtime.coordinator.client.delete(runtime.coordinator.lease_key(version, 0))
 
 
 def test_a_later_task_waits_for_every_earlier_one_then_the_worker_enqueues_it(
@@ -102,18 +119,17 @@ def test_a_second_hook_while_the_task_is_enqueued_or_running_enqueues_nothing(
     assert len(enqueue(runtime).enqueued) == 1
 
     while_enqueued = enqueue(runtime)
-    lock = runtime.coordinator.task_lock(COUNT, "w1")
-    assert lock.acquire()
+    hold_lease(runtime, COUNT)
     start_running(runtime, COUNT, epoch=1, beat_seconds_ago=0)
     while_running = enqueue(runtime)
-    lock.release()
+    drop_lease(runtime, COUNT)
     while_running_unlocked = enqueue(runtime)  # a fresh heartbeat is enough
 
     for report in (while_enqueued, while_running, while_running_unlocked):
         assert report.enqueued == []
         assert report.in_flight == [COUNT]
     assert len(published(runtime)) == 1
-    assert record(runtime, COUNT).epoch == 2
+    assert (record(runtime, COUNT).epoch, lane(runtime, COUNT).epoch) == (1, 1)
 
 
 def test_a_hook_after_success_enqueues_nothing(runtime: Runtime) -> None:
@@ -181,16 +197,17 @@ def test_a_run_whose_worker_stopped_beating_is_reclaimed(runtime: Runtime) -> No
     stale = runtime.settings.stale_seconds
     start_running(runtime, COUNT, epoch=1, beat_seconds_ago=stale * 10)
 
-    lock = runtime.coordinator.task_lock(COUNT, "w1")
-    assert lock.acquire()
+    hold_lease(runtime, COUNT)
     while_locked = enqueue(runtime)  # an old heartbeat but a live lease: a slow batch, not dead
-    lock.release()
+    drop_lease(runtime, COUNT)
     report = enqueue(runtime)
 
     assert while_locked.enqueued == [] and while_locked.in_flight == [COUNT]
     assert [(e.version, e.epoch, e.reason) for e in report.enqueued] == [
-        (COUNT, 3, "reclaimed: its worker stopped beating")
+        (COUNT, 1, "reclaimed: its worker stopped beating")
     ]
+    # The reclaimed lane's job starts it at a new epoch, which fences the dead runner.
+    assert [(m.version, m.lane, m.epoch) for m in published(runtime)] == [(COUNT, 0, 1)]
     drain(runtime)
     assert record(runtime, COUNT).state is Status.SUCCEEDED
     assert applied_counts(runtime.engine) == {1: 2_000}

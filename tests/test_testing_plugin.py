@@ -54,6 +54,6 @@ def test_run_data_task_needs_no_redis_and_reports_a_failure(
     )
 
     assert run.status == Status.FAILED
-    assert run.record is not None and run.record.cursor_value == 200
+    assert run.record is not None and run.record.processed == 200
     assert "violates check constraint" in (run.record.last_error or "")
     assert applied_counts(postgres_engine) == {1: 200, 0: 100}

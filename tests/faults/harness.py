@@ -34,7 +34,9 @@ DEPENDENT = "20250901000200"
 
 def fault_settings(settings: Settings) -> Settings:
     """Short budgets, so that many chunks, stale runs and expired locks happen in seconds."""
-    return settings.with_(chunk_seconds=1.0, stale_seconds=3.0, lock_seconds=2.0)
+    return settings.with_(
+        chunk_seconds=1.0, stale_seconds=3.0, lock_seconds=2.0, batch_idle_seconds=3.0
+    )
 
 
 def backfill(settings: Settings, engine: Engine, rows: int = ROWS) -> None:
@@ -43,15 +45,25 @@ def backfill(settings: Settings, engine: Engine, rows: int = ROWS) -> None:
     copy_tasks(settings.tasks_dir, SLOW_FILE)
 
 
+# The record, with the live state of its first lane: the fault workload runs as one lane, whose
+# epoch is bumped by every chunk that starts it.
+_RECORD = """
+SELECT r.*, r.epoch AS run_epoch, l.status AS lane_status,
+       coalesce(l.epoch, 0) AS epoch, l.cursor AS cursor,
+       coalesce(l.processed, r.processed) AS processed,
+       coalesce(l.heartbeat_at, r.heartbeat_at) AS heartbeat_at
+FROM task_records r LEFT JOIN task_lanes l ON l.version = r.version AND l.lane = 0
+WHERE r.version = :v
+"""
+
+
 def record(engine: Engine, version: str) -> dict[str, Any]:
-    """A version's task record as a dict (empty when there is none)."""
+    """A version's task record with its lane 0's epoch, cursor and progress (empty: none)."""
     with engine.connect() as connection:
-        if not inspect(connection).has_table("task_records"):
+        tables = inspect(connection)
+        if not (tables.has_table("task_records") and tables.has_table("task_lanes")):
             return {}
-        row = connection.execute(
-            text("SELECT * FROM task_records WHERE version = :v"), {"v": version}
-        ).mappings()
-        found = row.first()
+        found = connection.execute(text(_RECORD), {"v": version}).mappings().first()
     return dict(found) if found is not None else {}
 
 
@@ -112,15 +124,15 @@ def wait_reclaimable(settings: Settings, engine: Engine, version: str) -> None:
 
         def ready() -> bool:
             found = record(engine, version)
-            if found.get("status") != "running" or found.get("heartbeat_at") is None:
+            if found.get("lane_status") != "running" or found.get("heartbeat_at") is None:
                 return False
             with engine.connect() as connection:
                 age = connection.execute(
                     text("SELECT extract(epoch FROM now() - :beat)"),
                     {"beat": found["heartbeat_at"]},
                 ).scalar_one()
-            lock = f"{settings.key_prefix}:lock:{version}"
-            return float(age) > settings.stale_seconds and not client.exists(lock)
+            lease = f"{settings.key_prefix}:lease:{version}:0"
+            return float(age) > settings.stale_seconds and not client.exists(lease)
 
         wait_for(ready, timeout=60, interval=0.2)
     finally:
@@ -255,17 +267,19 @@ def stuck(settings: Settings, engine: Engine, version: str) -> bool:
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1)
     try:
         prefix = settings.key_prefix
-        if found.get("status") == "enqueued":
-            marker = client.get(f"{prefix}:queued:{version}")
+        if found.get("status") not in ("enqueued", "running"):
+            return False
+        if found.get("lane_status") == "enqueued":
+            marker = client.get(f"{prefix}:queued:{version}:0")
             return marker is None or int(marker) != found["epoch"]
-        if found.get("status") == "running":
+        if found.get("lane_status") == "running":
             with engine.connect() as connection:
                 age = connection.execute(
                     text("SELECT extract(epoch FROM now() - :beat)"),
                     {"beat": found["heartbeat_at"]},
                 ).scalar_one()
             return float(age) > settings.stale_seconds and not client.exists(
-                f"{prefix}:lock:{version}"
+                f"{prefix}:lease:{version}:0"
             )
         return False
     except redis.RedisError:

@@ -1,0 +1,15 @@
+"""The runner's own tables, created together."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from data_tasks.lanes import TaskLane
+from data_tasks.records import Base, TaskRecord
+
+TABLES = (TaskRecord.__table__, TaskLane.__table__)
+
+
+def create_tables(engine: Engine) -> None:
+    """Create task_records and task_lanes if they are missing."""
+    Base.metadata.create_all(engine, tables=list(TABLES))  # type: ignore[arg-type]
