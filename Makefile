@@ -26,6 +26,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+	@big=$$(find data_tasks deploy_hooks worker -name '*.py' | xargs wc -l | awk '$$2 != "total" && $$1 > 400'); \
+	if [ -n "$$big" ]; then echo "modules over 400 lines:"; echo "$$big"; exit 1; fi
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -242,20 +242,22 @@ def _enqueue_unblocked(runtime: Runtime) -> None:
         log_event("unblocked", version=item.version, epoch=item.epoch)
 
 
-def pass_on(runtime: Runtime, message: ChunkMessage, why: str) -> dict[str, Any]:
-    """This worker cannot run the job (another release's file): publish it again, later."""
+def pass_on(runtime: Runtime, message: ChunkMessage, event: str, lacking: str) -> dict[str, Any]:
+    """This worker cannot run the job (another release's file): publish it again, later.
+
+    `lacking` says what no worker had, for the error once the tries run out.
+    """
     settings = runtime.settings
     if message.unknown_retries >= settings.unknown_version_retries:
-        tries = message.unknown_retries
-        error = f"no worker could run version {message.version} after {tries} tries: {why}"
-        fail_unstarted(runtime, message, error, "unknown_version")
-        return {"outcome": "unknown_version", "version": message.version, "error": error}
+        error = f"no worker had {lacking} after {message.unknown_retries} tries"
+        fail_unstarted(runtime, message, error, event)
+        return {"outcome": event, "version": message.version, "error": error}
     retried = replace(message, unknown_retries=message.unknown_retries + 1)
     try:
         runtime.publish([retried], countdown=settings.unknown_version_countdown)
     except Exception as error:
         log_event("publish_failed", version=message.version, error=first_line(error))
-    log_event("passed_on", version=message.version, retry=retried.unknown_retries, why=why)
+    log_event(event, version=message.version, lane=message.lane, retry=retried.unknown_retries)
     return {"outcome": "passed_on", "version": message.version, "epoch": message.epoch}
 
 

@@ -46,7 +46,9 @@ def run_chunk(runtime: Runtime, message: ChunkMessage) -> dict[str, Any]:
     try:
         task = runtime.catalog.task(message.version)
     except UnknownVersion:
-        return pass_on(runtime, message, f"no file for version {message.version}")
+        return pass_on(
+            runtime, message, "unknown_version", f"the file of version {message.version}"
+        )
     except InvalidTaskFile as error:
         fail_unstarted(runtime, message, str(error), "invalid_task_file")
         return {"outcome": "invalid_task_file", "version": message.version, "error": str(error)}
@@ -107,7 +109,8 @@ def _start(runtime: Runtime, task: DataTask, message: ChunkMessage) -> Chunk | d
             return {"outcome": "stale", **ids}
         if record.source_hash and record.source_hash != runtime.catalog.source_hash(task.version):
             session.rollback()
-            return pass_on(runtime, message, "this worker's file differs from the deployed one")
+            lacking = f"the deployed file of version {message.version}"
+            return pass_on(runtime, message, "file_differs", lacking)
         parameters = {
             "l_version": message.version,
             "l_lane": message.lane,
@@ -198,9 +201,9 @@ def _run_batches(runtime: Runtime, task: DataTask, chunk: Chunk, lease: Lease) -
             if lease.error is not None:
                 log_event("redis_lost", **chunk.ids, error=lease.error)
                 return continue_later(runtime, chunk, "Redis unreachable")
-            stopping = runtime.should_stop() or lease.shutting_down
-            if chunk.batches and (out_of_time() or stopping):
-                reason = "worker shutting down" if stopping else "budget spent"
+            # Asked only between batches: a chunk always does at least one.
+            if chunk.batches and (out_of_time() or runtime.should_stop() or lease.shutting_down):
+                reason = "budget spent" if out_of_time() else "worker shutting down"
                 return continue_later(runtime, chunk, reason)
             if task.throttles:
                 backoff = task.backoff_seconds(session)

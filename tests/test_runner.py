@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
+from sqlalchemy import text
+
+from data_tasks.lanes import LaneStatus
 from data_tasks.runner import run_chunk
 from data_tasks.runtime import Runtime
 from data_tasks.scheduler import enqueue
@@ -78,6 +84,35 @@ def test_a_runner_whose_epoch_was_bumped_commits_no_further_batch(db_runtime: Ru
     assert (fenced.cursor_value, fenced.processed) == (500, 500)
     assert fenced.epoch == message.epoch + 2  # this runner's start, then the other one
     assert published(db_runtime) == []
+
+
+def test_a_runner_fenced_at_its_hand_off_says_fenced_and_leaves_the_marker_alone(
+    db_runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    copy_tasks(db_runtime.settings.tasks_dir, COUNT_ITEMS)
+    create_items(db_runtime.engine, 2_000)
+    enqueue(db_runtime)
+    [message] = take(db_runtime)
+    version = message.version
+
+    def a_successor_starts_the_lane() -> bool:
+        # Between the runner's batches (where a frozen runner wakes up): another chunk has
+        # started the lane at a newer epoch, and the job it came from was marked queued.
+        with db_runtime.engine.begin() as connection:
+            connection.execute(text("UPDATE task_lanes SET epoch = epoch + 1"))
+        db_runtime.coordinator.mark_queued({(version, 0): 7})
+        return True  # as if the worker were shutting down: hand the lane over
+
+    caplog.set_level(logging.INFO, logger="data_tasks")
+    summary = run_chunk(replace(db_runtime, should_stop=a_successor_starts_the_lane), message)
+
+    assert summary["outcome"] == "fenced"
+    assert applied_counts(db_runtime.engine) == {1: 500, 0: 1_500}
+    assert published(db_runtime) == []
+    assert db_runtime.coordinator.queued_epochs([(version, 0)]) == {(version, 0): 7}
+    logged = [record.getMessage() for record in caplog.records]
+    assert any("event=fenced" in line for line in logged)
+    assert not any("event=chunk_done" in line or "next=successor" in line for line in logged)
 
 
 def test_a_runner_whose_cursor_moved_commits_no_further_batch(db_runtime: Runtime) -> None:
@@ -187,6 +222,8 @@ def test_a_chunk_told_to_stop_finishes_its_batch_and_hands_over(db_runtime: Runt
 
     assert (summary["outcome"], summary["batches"]) == ("continued", 1)
     assert applied_counts(db_runtime.engine) == {1: 500, 0: 4_500}
-    assert record(db_runtime, "20250101000000").state is Status.ENQUEUED
+    # The lane waits for its successor; the task stays running meanwhile.
+    assert lane(db_runtime, "20250101000000").state is LaneStatus.ENQUEUED
+    assert record(db_runtime, "20250101000000").state is Status.RUNNING
     [successor] = published(db_runtime)
     assert successor.epoch == message.epoch + 1

@@ -80,7 +80,7 @@ def test_hooks_started_together_publish_each_task_once(
         if line.startswith("enqueued ")
     )
     assert claims == Counter(versions)
-    assert {record(postgres_engine, v)["epoch"] for v in versions} == {1}
+    assert {record(postgres_engine, v)["run_epoch"] for v in versions} == {1}
 
     workers.append(WorkerProcess(settings, tmp_path, concurrency=2).wait_ready())
     for version in versions:

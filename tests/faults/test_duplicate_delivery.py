@@ -19,7 +19,6 @@ from tests.faults.harness import (
     hook_ok,
     ledger,
     log_lines,
-    record,
     wait_status,
 )
 from tests.processes import WorkerProcess
@@ -45,20 +44,20 @@ def test_a_message_delivered_twice_runs_once(
 
     hook_ok(settings)
     app = make_app(settings)
-    # The very message the hook published, once more.
-    epoch = record(postgres_engine, SLOW)["epoch"]
-    kwargs = {"version": SLOW, "epoch": epoch, "unknown_retries": 0}
+    # The very message the hook published, once more: a new task's lane waits at epoch 0.
+    epoch = 0
+    kwargs = {"version": SLOW, "epoch": epoch, "unknown_retries": 0, "lane": 0}
     app.send_task(JOB_NAME, kwargs=kwargs, queue=settings.queue)
 
     wait_status(postgres_engine, SLOW, "succeeded", timeout=120)
     logs = first.log() + second.log()
-    epoch = kwargs["epoch"]
     # Exactly one claim of the message's epoch; the other copy found the run taken.
-    assert len(log_lines(logs, f"event=running version={SLOW} epoch={epoch + 1} ")) == 1
+    started = log_lines(logs, f"event=running version={SLOW} lane=0 epoch={epoch + 1}")
+    assert len([line for line in started if line.split()[-1] == f"epoch={epoch + 1}"]) == 1
     refused = [
         line
         for event in ("duplicate", "stale_message")
-        for line in log_lines(logs, f"event={event} version={SLOW} epoch={epoch}")
+        for line in log_lines(logs, f"event={event} version={SLOW} lane=0 epoch={epoch}")
     ]
     assert len(refused) == 1, logs
     assert first.alive and second.alive

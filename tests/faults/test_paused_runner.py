@@ -52,7 +52,7 @@ def test_a_revived_runner_cannot_commit(
     paused.signal(signal.SIGSTOP, whole_group=True)
     frozen = record(postgres_engine, SLOW)
     chunks_ended = len(chunk_ends(paused.log()))
-    if frozen["status"] == "running":
+    if frozen["lane_status"] == "running":
         wait_reclaimable(settings, postgres_engine, SLOW)
         assert "reclaimed" in hook_ok(settings)
     # (Frozen between two chunks, its successor job is already queued for the next worker.)
@@ -62,10 +62,10 @@ def test_a_revived_runner_cannot_commit(
 
     paused.signal(signal.SIGCONT, whole_group=True)
     wait_for(lambda: len(chunk_ends(paused.log())) > chunks_ended)
-    if frozen["status"] == "running":
+    if frozen["lane_status"] == "running":
         # Frozen inside a batch, the server ended its session (idle in transaction) and
         # rolled the batch back; frozen between batches, its compare-and-set was refused.
-        old = f"version={SLOW} epoch={frozen['epoch']}"
+        old = f"version={SLOW} lane=0 epoch={frozen['epoch']}"
         assert log_lines(paused.log(), old, "event=fenced") or log_lines(
             paused.log(), old, "event=batch_failed"
         )
@@ -103,7 +103,9 @@ def test_a_runner_paused_between_batches_is_fenced_by_its_epoch(
 
     # Only the epoch tells the revived runner from the new one: the cursor is the same.
     paused.signal(signal.SIGCONT, whole_group=True)
-    wait_for(lambda: log_lines(paused.log(), f"version={SLOW} epoch={old_epoch}", "event=fenced"))
+    wait_for(
+        lambda: log_lines(paused.log(), f"version={SLOW} lane=0 epoch={old_epoch}", "event=fenced")
+    )
     assert record(postgres_engine, SLOW)["cursor"] == taken["cursor"]
     (second_gate / "go").touch()
     wait_status(postgres_engine, SLOW, "succeeded", timeout=120)

@@ -52,13 +52,13 @@ def test_sigterm_hands_the_backfill_to_the_next_worker(
         # The chunk stopped between batches, recorded its cursor and queued its successor.
         assert log_lines(worker.log(), "event=chunk_done", 'reason="worker shutting down"')
         stopped = record(postgres_engine, SLOW)
-        assert stopped["status"] == "enqueued", stopped
+        assert stopped["lane_status"] == "enqueued", stopped
         assert 0 < stopped["processed"] < ROWS
         assert stopped["cursor"] == str(stopped["processed"])
         successors = [m for m in queued_messages(redis_client) if m["version"] == SLOW]
         assert successors == [
             {"task": "data_tasks.run_chunk", "version": SLOW, "epoch": stopped["epoch"]}
-            | {"unknown_retries": 0}
+            | {"unknown_retries": 0, "lane": 0}
         ]
 
     # No deploy hook: the next worker picks up the successor the last one queued.
@@ -88,7 +88,7 @@ def test_heroku_style_sigterm_to_every_process_with_remap_sigterm(
     worker.process.wait(timeout=60)
     assert log_lines(worker.log(), "event=chunk_done", 'reason="worker shutting down"')
     stopped = record(postgres_engine, SLOW)
-    assert stopped["status"] == "enqueued" and 0 < stopped["processed"] < ROWS, stopped
+    assert stopped["lane_status"] == "enqueued" and 0 < stopped["processed"] < ROWS, stopped
     assert [m["epoch"] for m in queued_messages(redis_client)] == [stopped["epoch"]]
 
     workers.append(WorkerProcess(settings, tmp_path).wait_ready())
