@@ -216,7 +216,8 @@ def deploy_and_run(venv: Path, app: Path, database_url: str, engine: Engine) -> 
         # The sweep runs every second; the worker runs it, so beat sent it.
         wait_for(lambda: "Task data_tasks.sweep" in worker.log(), timeout=30)
     except BaseException:
-        stop_all(entries)
+        for entry in entries:
+            entry.stop()
         raise
     with engine.connect() as connection:
         hits = connection.execute(text("SELECT hits, count(*) FROM items GROUP BY hits")).all()
