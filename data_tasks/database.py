@@ -7,8 +7,27 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError
 
-from data_tasks.errors import ServiceUnavailable
+from data_tasks.errors import DataTaskError, ServiceUnavailable
 from data_tasks.settings import redact
+
+# The extra that installs each driver module SQLAlchemy may ask for; SQLite needs none.
+DRIVER_EXTRAS = {"psycopg": "postgres", "psycopg2": "postgres", "pymysql": "mysql"}
+
+
+class MissingDriver(DataTaskError):
+    """DATABASE_URL names a database whose driver is not installed: one line says which extra."""
+
+    def __init__(self, url: str, module: str) -> None:
+        self.url = url
+        self.module = module
+        extra = DRIVER_EXTRAS.get(module)
+        if extra:
+            fix = f"pip install 'deferred-data-tasks[{extra}]'"
+        elif module == "MySQLdb":
+            fix = "use a mysql+pymysql:// URL and pip install 'deferred-data-tasks[mysql]'"
+        else:
+            fix = f"install the {module} package"
+        super().__init__(f"the database driver {module} for {url} is not installed: {fix}")
 
 
 def normalize_url(url: str) -> str:
@@ -27,6 +46,24 @@ def make_engine(
 ) -> Engine:
     """An engine with short connect timeouts, pre-ping, and SQLite set up for concurrent writers."""
     url = normalize_url(url)
+    try:
+        return _make_engine(url, connect_timeout, idle_in_transaction_seconds, **kwargs)
+    except ModuleNotFoundError as error:
+        # SQLAlchemy imports the driver when it builds the engine, before any connection.
+        raise MissingDriver(redact(url), (error.name or "?").split(".")[0]) from None
+
+
+def require_driver(url: str) -> None:
+    """Raise MissingDriver now when the URL's driver is not installed (a worker's start-up)."""
+    make_engine(url).dispose()
+
+
+def _make_engine(
+    url: str,
+    connect_timeout: float | None,
+    idle_in_transaction_seconds: float | None,
+    **kwargs: Any,
+) -> Engine:
     connect_args: dict[str, Any] = {}
     if idle_in_transaction_seconds and url.startswith("postgresql"):
         # A runner frozen inside a batch (SIGSTOP, a VM pause) must not hold its row locks

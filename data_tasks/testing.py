@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
-import fakeredis
 import pytest
 
 from data_tasks.coordination import Coordinator
@@ -43,6 +42,13 @@ class DataTaskRunner:
         tasks_dir: Path | str = Path("tasks"),
         settings: Settings | None = None,
     ) -> None:
+        try:
+            # Imported here: pytest loads this plugin in every environment that has the package.
+            import fakeredis
+        except ModuleNotFoundError:
+            raise ModuleNotFoundError(
+                "data_task_runner needs fakeredis: pip install 'deferred-data-tasks[testing]'"
+            ) from None
         base = settings or Settings(chunk_seconds=3600.0, retry_base_seconds=0.0)
         self.settings = base.with_(database_url=database_url, tasks_dir=Path(tasks_dir))
         # Jobs for other versions (the ones a success unblocks) are kept here, not sent.

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -31,6 +31,14 @@ from deploy_hooks.exit_codes import FAILED, OK, TIMED_OUT, USAGE, fail
 from deploy_hooks.publishing import LazyCeleryPublisher
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def installed_version() -> str:
+    """`deferred-data-tasks X.Y.Z`, the version pip installed (what a bug report needs)."""
+    try:
+        return f"deferred-data-tasks {metadata.version('deferred-data-tasks')}"
+    except metadata.PackageNotFoundError:
+        return "deferred-data-tasks (not installed: a source checkout)"
 
 
 def bar(progress: Progress, width: int = 20, live: bool = True) -> str:
@@ -358,6 +366,7 @@ def cmd_new(settings: Settings, args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="python -m deploy_hooks", description=__doc__)
+    parser.add_argument("--version", action="version", version=installed_version())
     commands = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, handler: Handler, help: str, version: bool = True) -> Any:

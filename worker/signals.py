@@ -13,6 +13,7 @@ from celery.signals import worker_init, worker_ready, worker_shutting_down
 from redis.exceptions import RedisError
 
 from data_tasks.coordination import Coordinator, connect
+from data_tasks.database import MissingDriver, require_driver
 from data_tasks.settings import Settings
 
 logger = logging.getLogger("data_tasks")
@@ -56,3 +57,12 @@ def raise_flag_on_soft_shutdown(sender: Any = None, **_: Any) -> None:
         wait()
 
     sender.wait_for_soft_shutdown = flag_then_wait
+
+
+@worker_init.connect  # type: ignore[untyped-decorator]
+def refuse_without_driver(**_: Any) -> None:
+    """Stop at start with one line when the database driver is missing, not at every job."""
+    try:
+        require_driver(Settings.from_env().database_url)
+    except MissingDriver as error:
+        raise SystemExit(f"error: {error}") from None
