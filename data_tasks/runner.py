@@ -56,6 +56,7 @@ def run_chunk(runtime: Runtime, message: ChunkMessage) -> dict[str, Any]:
         runtime.coordinator.unmark_queued(message.version, message.lane, message.epoch)
     except RedisError:
         pass  # The marker expires; until then the sweep takes the job for queued.
+    runtime.step("taken")
     try:
         started = _start(runtime, task, message)
     except Exception as error:
@@ -72,6 +73,7 @@ def run_chunk(runtime: Runtime, message: ChunkMessage) -> dict[str, Any]:
     if not isinstance(started, Chunk):
         return started
     chunk = started
+    runtime.step("started")
     lease = runtime.coordinator.lease(chunk.version, chunk.lane, runtime.hostname)
     try:
         lease.take()
@@ -180,6 +182,7 @@ def _plan_run(runtime: Runtime, task: DataTask, chunk: Chunk) -> bool:
             raise Fenced()
     chunk.planned = True
     chunk.upper, chunk.total = ranges[0].upper, ranges[0].total
+    runtime.step("planned")
     if others:
         publish_lanes(runtime, chunk.version, others)
         log_event("lanes", version=chunk.version, lanes=len(ranges), run_epoch=chunk.run_epoch)

@@ -38,6 +38,8 @@ class Runtime:
     should_stop: Callable[[], bool] = _never
     # Told how a chunk is getting on (for Flower), at most about once a second.
     on_progress: Callable[[dict[str, Any]], None] | None = None
+    # Told each named step between a claim and a lane's batches (tests stop a process there).
+    on_step: Callable[[str], None] | None = None
 
     @classmethod
     def build(
@@ -84,6 +86,11 @@ class Runtime:
             Session(bind=connection, expire_on_commit=False) as session,
         ):
             yield session
+
+    def step(self, name: str) -> None:
+        """Mark a step of claiming or starting work: "claimed", "taken", "started", "planned"."""
+        if self.on_step is not None:
+            self.on_step(name)
 
     def publish(self, messages: Iterable[ChunkMessage], countdown: float = 0.0) -> None:
         """Publish chunk jobs, then mark each queued once its publish went through.

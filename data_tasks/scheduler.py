@@ -323,6 +323,7 @@ def claim_and_publish(
                     ChunkMessage(record.version, epoch, lane=lane) for lane, epoch in lanes
                 ]
                 won.append(Enqueued(record.version, record.name, record.epoch + 1, claim.reason))
+    runtime.step("claimed")
     _publish(runtime, messages)
     for item in won:
         log_event("enqueued", version=item.version, epoch=item.epoch, reason=item.reason)
