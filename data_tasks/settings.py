@@ -48,6 +48,9 @@ class Settings:
     # Celery's worker_soft_shutdown_timeout: on a cold shutdown (REMAP_SIGTERM=SIGQUIT on
     # Heroku) running chunks get this long to finish their batch; set it under the grace period.
     soft_shutdown_seconds: float = 0.0
+    # The Celery app the deploy hook and the commands publish through ("proj.celery:app", or
+    # "proj" as `celery -A` takes it); empty: the standalone app of `worker/` on REDIS_URL.
+    celery_app: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

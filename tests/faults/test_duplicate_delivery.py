@@ -51,7 +51,8 @@ def test_a_message_delivered_twice_runs_once(
     app.send_task(JOB_NAME, kwargs=kwargs, queue=settings.queue)
 
     wait_status(postgres_engine, SLOW, "succeeded", timeout=120)
-    logs = first.log() + second.log()
+    # A line may end right after the epoch (a first claim has no cursor yet).
+    logs = (first.log() + second.log()).replace("\n", " \n")
     epoch = kwargs["epoch"]
     # Exactly one claim of the message's epoch; the other copy found the run taken.
     assert len(log_lines(logs, f"event=running version={SLOW} epoch={epoch + 1} ")) == 1
