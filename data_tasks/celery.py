@@ -18,9 +18,10 @@ from kombu.entity import Exchange, Queue
 from redis.exceptions import RedisError
 
 from data_tasks.coordination import Coordinator, connect
+from data_tasks.errors import MissingDatabase
 from data_tasks.jobs import run_chunk_job, sweep_job
 from data_tasks.publisher import JOB_NAME, SWEEP_JOB_NAME
-from data_tasks.settings import Settings
+from data_tasks.settings import Settings, read_dotenv
 
 logger = logging.getLogger("data_tasks")
 
@@ -163,12 +164,12 @@ class WorkerHooks:
         signals.worker_shutting_down.connect(self.on_shutting_down, weak=False)
 
     def on_init(self, sender: Any = None, **_: Any) -> None:
-        """Refuse to start without a database; raise the stop flag when a soft shutdown starts."""
+        """Refuse to start without a database (one line, exit 64); flag a soft shutdown's start."""
         if getattr(sender, "app", None) is not self.app:
             return
         self.active = True
         if not self.settings.database_url:
-            print("error: DATABASE_URL is not set", file=sys.stderr, flush=True)
+            print(f"error: {MissingDatabase()}", file=sys.stderr, flush=True)
             raise SystemExit(USAGE_EXIT)
         # SIGQUIT, or SIGTERM with REMAP_SIGTERM=SIGQUIT (Heroku), waits
         # worker_soft_shutdown_timeout before sending worker_shutting_down; chunks must hear of
@@ -214,13 +215,15 @@ class WorkerHooks:
 def install(app: Any, settings: Settings | None = None) -> None:
     """Register the chunk and sweep jobs on a Celery app, route them and schedule the sweep.
 
-    `settings` defaults to Settings.from_env(). Leases and markers stay on REDIS_URL; the jobs
-    travel on the app's own broker.
+    `settings` defaults to Settings.from_env(), after ./.env (variables already set win).
+    Leases and markers stay on REDIS_URL; the jobs travel on the app's own broker.
     """
     if id(app) in _installed:
         return
     _installed.add(id(app))
-    settings = settings or Settings.from_env()
+    if settings is None:
+        read_dotenv()
+        settings = Settings.from_env()
 
     @app.task(name=JOB_NAME, bind=True, **TASK_OPTIONS)  # type: ignore[untyped-decorator]
     def run_chunk(self: Any, **kwargs: Any) -> dict[str, Any]:

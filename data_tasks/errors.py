@@ -53,6 +53,16 @@ class ServiceUnavailable(DataTaskError):
         super().__init__(f"{service} unreachable at {url}: {reason}")
 
 
+class MissingDatabase(DataTaskError):
+    """No database was named: nothing may guess one (a guess would create an empty file)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "no database: set DATABASE_URL (in the environment, or in a .env file in this "
+            "directory; the operator commands also take --database-url)"
+        )
+
+
 class InvalidMessage(DataTaskError):
     """A chunk job message that is not what the runner publishes."""
 

@@ -8,6 +8,7 @@ import logging
 import re
 import signal
 import sys
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -23,117 +24,14 @@ from data_tasks import operations
 from data_tasks.coordination import unavailable
 from data_tasks.data_task import Progress
 from data_tasks.errors import DataTaskError, ServiceUnavailable
-from data_tasks.overview import TaskView
 from data_tasks.runtime import Runtime
-from data_tasks.settings import Settings, redact
+from data_tasks.settings import Settings, read_dotenv, redact
 from data_tasks.shards import shard_dict, shard_line, shards_of
 from deploy_hooks.exit_codes import FAILED, OK, TIMED_OUT, USAGE, fail
+from deploy_hooks.formatting import bar, format_record, format_seconds, format_table
 from deploy_hooks.publishing import LazyCeleryPublisher
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-def bar(progress: Progress, width: int = 20, live: bool = True) -> str:
-    """A text bar with processed/total, and the rate and ETA while it runs."""
-    percent = progress.percent
-    if percent is None:
-        shown = " " * width
-        amount = f"{progress.processed}"
-    else:
-        filled = round(width * percent / 100)
-        shown = "#" * filled + "." * (width - filled)
-        amount = f"{progress.processed}/{progress.total} {percent:5.1f}%"
-    extra = ""
-    if live and progress.rows_per_second:
-        extra = f" {progress.rows_per_second:,.0f}/s"
-        if progress.eta_seconds is not None:
-            extra += f" eta {format_seconds(progress.eta_seconds)}"
-    return f"[{shown}] {amount}{extra}"
-
-
-def progress_bar(view: TaskView, width: int = 20) -> str:
-    """The bar of one task; rate and ETA only while it is queued or running."""
-    return bar(view.progress, width, live=view.record.state.is_in_flight)
-
-
-def format_seconds(seconds: float) -> str:
-    """12s, 3m04s, 2h05m."""
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-def note(view: TaskView, statuses: dict[str, str]) -> str:
-    """What a person should know about a task beyond its status: waits, errors, a lost file."""
-    record = view.record
-    text = ""
-    if view.waiting_on:
-        text = "waiting on " + ", ".join(
-            f"{dep} ({statuses[dep]})" if statuses.get(dep) in ("failed", "cancelled") else dep
-            for dep in view.waiting_on
-        )
-    elif record.last_error and not record.state.is_done:
-        text = record.last_error.splitlines()[0][:100]
-    if not view.has_file:
-        text = ("no task file; " + text).strip("; ")
-    return text
-
-
-def format_table(views: Sequence[TaskView]) -> str:
-    """The status table a person reads."""
-    if not views:
-        return "no data tasks"
-    statuses = {view.record.version: view.record.status for view in views}
-    rows = [("VERSION", "NAME", "STATUS", "PROGRESS", "TRIES", "NOTE")]
-    for view in views:
-        record = view.record
-        rows.append(
-            (
-                record.version,
-                record.name,
-                record.status,
-                progress_bar(view),
-                str(record.attempts),
-                note(view, statuses),
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join(
-        (
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
-            + "  "
-            + row[-1]
-        ).rstrip()
-        for row in rows
-    )
-
-
-def format_record(view: TaskView) -> str:
-    """Every field of one record, one per line, then the full traceback."""
-    fields = view.as_dict()
-    traceback = fields.pop("traceback", None)
-    fields["progress"] = progress_bar(view)
-    fields["waiting_on"] = ", ".join(view.waiting_on) or None
-    order = ["version", "name", "status", "progress", "waiting_on", "epoch", "cursor"]
-    keys = order + [key for key in fields if key not in order]
-    width = max(len(key) for key in keys)
-    lines = []
-    for key in keys:
-        value = fields.get(key)
-        if value is None or value == "":
-            value = "-"
-        elif isinstance(value, float):
-            value = f"{value:,.1f}"
-        elif not isinstance(value, str):
-            value = json.dumps(value)
-        lines.append(f"{key.ljust(width)}  {value}")
-    lines.append("traceback:" if traceback else "traceback: -")
-    if traceback:
-        lines.append(str(traceback).rstrip())
-    return "\n".join(lines)
 
 
 Handler = Callable[[Runtime, argparse.Namespace], int]
@@ -302,7 +200,16 @@ def cmd_wait(runtime: Runtime, args: argparse.Namespace) -> int:
 
 def cmd_dry_run(runtime: Runtime, args: argparse.Namespace) -> int:
     """Run a few batches in a transaction that is rolled back; report the rows they change."""
-    report = operations.dry_run(runtime, args.version, batches=args.batches)
+    try:
+        report = operations.dry_run(runtime, args.version, batches=args.batches)
+    except (DataTaskError, RedisError):
+        raise
+    except Exception as error:
+        # The task's own SQL or code failed: one line, and the traceback when asked for.
+        if args.traceback:
+            traceback.print_exc()
+        print(f"error: dry run of {args.version} failed: {_first_line(error)}", file=sys.stderr)
+        return FAILED
     if args.json:
         print(
             json.dumps(
@@ -331,10 +238,21 @@ def cmd_dry_run(runtime: Runtime, args: argparse.Namespace) -> int:
     return OK
 
 
+def _first_line(error: BaseException) -> str:
+    """The first line of an error; a driver's own message rather than SQLAlchemy's wrapping."""
+    message = str(getattr(error, "orig", None) or error).strip()
+    first = message.splitlines()[0] if message else ""
+    return f"{type(getattr(error, 'orig', None) or error).__name__}: {first}".rstrip(": ")
+
+
 def new_task_file(tasks_dir: Path, name: str, now: datetime | None = None) -> Path:
     """Write a new task file from the template and return its path."""
     if not NAME_PATTERN.match(name):
         raise ValueError(f"name {name!r} must be snake_case: lower-case letters, digits, _")
+    taken = re.compile(r"\d{14}_" + re.escape(name) + r"\.py")
+    for existing in sorted(tasks_dir.glob(f"*_{name}.py")):
+        if taken.fullmatch(existing.name):
+            raise ValueError(f"a data task named {name!r} already exists: {existing}")
     version = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
     tasks_dir.mkdir(parents=True, exist_ok=True)
     path = tasks_dir / f"{version}_{name}.py"
@@ -356,10 +274,18 @@ def cmd_new(settings: Settings, args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="python -m deploy_hooks", description=__doc__)
+    database = argparse.ArgumentParser(add_help=False)
+    database.add_argument(
+        "--database-url",
+        # SUPPRESS: the option given before the command is not reset by the command's parser.
+        default=argparse.SUPPRESS,
+        help="the records database (default: DATABASE_URL, from the environment or ./.env)",
+    )
+    parser.add_argument("--database-url", default=None, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, handler: Handler, help: str, version: bool = True) -> Any:
-        sub = commands.add_parser(name, help=help, description=help)
+        sub = commands.add_parser(name, help=help, description=help, parents=[database])
         if version:
             sub.add_argument("version", help="the data task's 14-digit version")
         sub.set_defaults(handler=handler)
@@ -387,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     dry = command("dry-run", cmd_dry_run, "run batches in a transaction that is rolled back")
     dry.add_argument("--batches", type=int, default=1, help="how many batches (default 1)")
     dry.add_argument("--json", action="store_true", help="as JSON")
+    dry.add_argument("--traceback", action="store_true", help="print the traceback of a failure")
     new = commands.add_parser("new", help="write a new task file from the template")
     new.add_argument("name", help="snake_case name of the data task")
     new.set_defaults(handler=cmd_new, settings_only=True)
@@ -403,13 +330,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
+        read_dotenv()
         settings = Settings.from_env()
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return USAGE
+    if args.database_url:
+        settings = settings.with_(database_url=args.database_url)
     try:
         if getattr(args, "settings_only", False):
             return int(args.handler(settings, args))
+        settings.require_database()
         publisher = LazyCeleryPublisher(settings)
         runtime = Runtime.build(
             settings, publisher, connect_timeout=settings.connect_timeout_seconds

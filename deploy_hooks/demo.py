@@ -26,8 +26,8 @@ from sqlalchemy import Engine
 from data_tasks.database import make_engine
 from data_tasks.overview import TaskView, overview
 from data_tasks.records import create_tables
-from deploy_hooks.cli import format_table
 from deploy_hooks.embedded_redis import KINDS, EmbeddedRedis, EmbeddedRedisUnavailable, Kind
+from deploy_hooks.formatting import format_table
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_DIR = REPO / ".demo"

@@ -13,7 +13,7 @@ from data_tasks import operations
 from data_tasks.runtime import Runtime
 from data_tasks.scheduler import enqueue
 from data_tasks.settings import Settings
-from deploy_hooks.cli import format_table
+from deploy_hooks.formatting import format_table
 from tests.conftest import copy_tasks
 from tests.items import applied_counts, create_items
 from tests.processes import WorkerProcess, run_cli, run_hook, wait_for

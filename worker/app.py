@@ -9,7 +9,7 @@ from __future__ import annotations
 from celery import Celery
 
 from data_tasks.celery import install
-from data_tasks.settings import Settings
+from data_tasks.settings import Settings, read_dotenv
 
 
 def make_app(settings: Settings) -> Celery:
@@ -29,4 +29,6 @@ def make_app(settings: Settings) -> Celery:
     return app
 
 
+# As honcho and foreman do: ./.env fills in what the environment does not set.
+read_dotenv()
 app = make_app(Settings.from_env())
