@@ -63,6 +63,23 @@ class MissingDatabase(DataTaskError):
         )
 
 
+class DataTaskNotDone(DataTaskError):
+    """A migration needs a data task that has not succeeded (or been skipped) yet."""
+
+    def __init__(self, version: str, name: str | None, status: str | None) -> None:
+        self.version = version
+        self.name = name
+        self.status = status
+        if status is None:
+            message = f"data task {version} is not recorded yet: deploy and let it run first"
+        else:
+            message = (
+                f"data task {version} {name} is {status}: this migration needs it succeeded "
+                "(see `python -m deploy_hooks status`)"
+            )
+        super().__init__(message)
+
+
 class InvalidMessage(DataTaskError):
     """A chunk job message that is not what the runner publishes."""
 
