@@ -44,7 +44,8 @@ SWEEP_ENTRY = "data-tasks-sweep"
 # The usage/configuration exit code of every command (deploy_hooks.exit_codes.USAGE).
 USAGE_EXIT = 64
 
-_installed: set[int] = set()
+# The attribute an installed app carries: the settings its jobs run with.
+INSTALLED = "data_tasks_settings"
 
 
 def app_wide_needs(settings: Settings) -> dict[str, tuple[Any, str]]:
@@ -218,12 +219,12 @@ def install(app: Any, settings: Settings | None = None) -> None:
     `settings` defaults to Settings.from_env(), after ./.env (variables already set win).
     Leases and markers stay on REDIS_URL; the jobs travel on the app's own broker.
     """
-    if id(app) in _installed:
-        return
-    _installed.add(id(app))
+    if getattr(app, INSTALLED, None) is not None:
+        return  # a second call (an app module imported twice) changes nothing
     if settings is None:
         read_dotenv()
         settings = Settings.from_env()
+    setattr(app, INSTALLED, settings)
 
     @app.task(name=JOB_NAME, bind=True, **TASK_OPTIONS)  # type: ignore[untyped-decorator]
     def run_chunk(self: Any, **kwargs: Any) -> dict[str, Any]:

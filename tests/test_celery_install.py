@@ -86,3 +86,11 @@ def test_a_short_visibility_timeout_on_a_redis_broker_is_reported() -> None:
     assert app.conf.broker_transport_options == {"visibility_timeout": 60}
     (line,) = conflicts(app.conf, SETTINGS)
     assert "visibility_timeout=60" in line and "at least" in line
+
+
+def test_a_second_install_on_the_same_app_changes_nothing() -> None:
+    app = team_app()
+    install(app, SETTINGS)
+    install(app, SETTINGS.with_(queue="elsewhere"))
+    assert app.conf.task_routes[JOB_NAME] == {"queue": "data_tasks_install"}
+    assert app.data_tasks_settings is SETTINGS
