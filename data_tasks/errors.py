@@ -53,6 +53,33 @@ class ServiceUnavailable(DataTaskError):
         super().__init__(f"{service} unreachable at {url}: {reason}")
 
 
+class MissingDatabase(DataTaskError):
+    """No database was named: nothing may guess one (a guess would create an empty file)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "no database: set DATABASE_URL (in the environment, or in a .env file in this "
+            "directory; the operator commands also take --database-url)"
+        )
+
+
+class DataTaskNotDone(DataTaskError):
+    """A migration needs a data task that has not succeeded (or been skipped) yet."""
+
+    def __init__(self, version: str, name: str | None, status: str | None) -> None:
+        self.version = version
+        self.name = name
+        self.status = status
+        if status is None:
+            message = f"data task {version} is not recorded yet: deploy and let it run first"
+        else:
+            message = (
+                f"data task {version} {name} is {status}: this migration needs it succeeded "
+                "(see `python -m deploy_hooks status`)"
+            )
+        super().__init__(message)
+
+
 class InvalidMessage(DataTaskError):
     """A chunk job message that is not what the runner publishes."""
 

@@ -42,6 +42,8 @@ class TaskView:
             "total": self.progress.total,
             "waiting_on": list(self.waiting_on),
             "has_file": self.has_file,
+            # Where the next batch starts, for a task that runs as one lane.
+            "cursor": self.lanes[0].cursor_value if len(self.lanes) == 1 else None,
             "lanes": [lane.as_dict() for lane in self.lanes],
         }
 

@@ -9,8 +9,10 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-# Where the records (and, for exactly-once batches, the data) live.
-DEFAULT_DATABASE_URL = "sqlite:///data_tasks.db"
+from dotenv import load_dotenv
+
+from data_tasks.errors import MissingDatabase
+
 # The broker and the locks.
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -19,7 +21,8 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 class Settings:
     """Configuration of the runner, the deploy hook and the worker."""
 
-    database_url: str = DEFAULT_DATABASE_URL
+    # Where the records (and, for exactly-once batches, the data) live; no default on purpose.
+    database_url: str = ""
     redis_url: str = DEFAULT_REDIS_URL
     # The folder of data task files.
     tasks_dir: Path = Path("tasks")
@@ -53,6 +56,9 @@ class Settings:
     # Celery's worker_soft_shutdown_timeout: on a cold shutdown (REMAP_SIGTERM=SIGQUIT on
     # Heroku) running chunks get this long to finish their batch; set it under the grace period.
     soft_shutdown_seconds: float = 0.0
+    # The Celery app the deploy hook and the commands publish through ("proj.celery:app", or
+    # "proj" as `celery -A` takes it); empty: the standalone app of `worker/` on REDIS_URL.
+    celery_app: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -71,9 +77,24 @@ class Settings:
                 values[field.name] = _parse(name, env[name], field.type)
         return cls(**values)
 
+    def require_database(self) -> Settings:
+        """These settings, or MissingDatabase when no database was named."""
+        if not self.database_url.strip():
+            raise MissingDatabase()
+        return self
+
     def with_(self, **changes: Any) -> Settings:
         """A copy with some values changed."""
         return replace(self, **changes)
+
+
+def read_dotenv(directory: Path | None = None) -> bool:
+    """Load ./.env as honcho and foreman do: variables already set win. True if one was read."""
+    path = (directory or Path.cwd()) / ".env"
+    if not path.is_file():
+        return False
+    load_dotenv(path, override=False)
+    return True
 
 
 def _parse(name: str, raw: str, type_name: Any) -> Any:

@@ -8,6 +8,7 @@ import logging
 import re
 import signal
 import sys
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -25,7 +26,7 @@ from data_tasks.data_task import Progress
 from data_tasks.errors import DataTaskError, ServiceUnavailable
 from data_tasks.lanes import lane_line
 from data_tasks.runtime import Runtime
-from data_tasks.settings import Settings, redact
+from data_tasks.settings import Settings, read_dotenv, redact
 from deploy_hooks.exit_codes import FAILED, OK, TIMED_OUT, USAGE, fail
 from deploy_hooks.formatting import bar, format_record, format_seconds, format_table
 from deploy_hooks.publishing import LazyCeleryPublisher
@@ -204,7 +205,16 @@ def cmd_wait(runtime: Runtime, args: argparse.Namespace) -> int:
 
 def cmd_dry_run(runtime: Runtime, args: argparse.Namespace) -> int:
     """Run a few batches in a transaction that is rolled back; report the rows they change."""
-    report = operations.dry_run(runtime, args.version, batches=args.batches)
+    try:
+        report = operations.dry_run(runtime, args.version, batches=args.batches)
+    except (DataTaskError, RedisError):
+        raise
+    except Exception as error:
+        # The task's own SQL or code failed: one line, and the traceback when asked for.
+        if args.traceback:
+            traceback.print_exc()
+        print(f"error: dry run of {args.version} failed: {_first_line(error)}", file=sys.stderr)
+        return FAILED
     if args.json:
         print(
             json.dumps(
@@ -233,10 +243,21 @@ def cmd_dry_run(runtime: Runtime, args: argparse.Namespace) -> int:
     return OK
 
 
+def _first_line(error: BaseException) -> str:
+    """The first line of an error; a driver's own message rather than SQLAlchemy's wrapping."""
+    message = str(getattr(error, "orig", None) or error).strip()
+    first = message.splitlines()[0] if message else ""
+    return f"{type(getattr(error, 'orig', None) or error).__name__}: {first}".rstrip(": ")
+
+
 def new_task_file(tasks_dir: Path, name: str, now: datetime | None = None) -> Path:
     """Write a new task file from the template and return its path."""
     if not NAME_PATTERN.match(name):
         raise ValueError(f"name {name!r} must be snake_case: lower-case letters, digits, _")
+    taken = re.compile(r"\d{14}_" + re.escape(name) + r"\.py")
+    for existing in sorted(tasks_dir.glob(f"*_{name}.py")):
+        if taken.fullmatch(existing.name):
+            raise ValueError(f"a data task named {name!r} already exists: {existing}")
     version = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
     tasks_dir.mkdir(parents=True, exist_ok=True)
     path = tasks_dir / f"{version}_{name}.py"
@@ -259,10 +280,18 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="python -m deploy_hooks", description=__doc__)
     parser.add_argument("--version", action="version", version=installed_version())
+    database = argparse.ArgumentParser(add_help=False)
+    database.add_argument(
+        "--database-url",
+        # SUPPRESS: the option given before the command is not reset by the command's parser.
+        default=argparse.SUPPRESS,
+        help="the records database (default: DATABASE_URL, from the environment or ./.env)",
+    )
+    parser.add_argument("--database-url", default=None, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, handler: Handler, help: str, version: bool = True) -> Any:
-        sub = commands.add_parser(name, help=help, description=help)
+        sub = commands.add_parser(name, help=help, description=help, parents=[database])
         if version:
             sub.add_argument("version", help="the data task's 14-digit version")
         sub.set_defaults(handler=handler)
@@ -290,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     dry = command("dry-run", cmd_dry_run, "run batches in a transaction that is rolled back")
     dry.add_argument("--batches", type=int, default=1, help="how many batches (default 1)")
     dry.add_argument("--json", action="store_true", help="as JSON")
+    dry.add_argument("--traceback", action="store_true", help="print the traceback of a failure")
     new = commands.add_parser("new", help="write a new task file from the template")
     new.add_argument("name", help="snake_case name of the data task")
     new.set_defaults(handler=cmd_new, settings_only=True)
@@ -306,13 +336,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
+        read_dotenv()
         settings = Settings.from_env()
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return USAGE
+    if args.database_url:
+        settings = settings.with_(database_url=args.database_url)
     try:
         if getattr(args, "settings_only", False):
             return int(args.handler(settings, args))
+        settings.require_database()
         publisher = LazyCeleryPublisher(settings)
         runtime = Runtime.build(
             settings, publisher, connect_timeout=settings.connect_timeout_seconds

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from data_tasks.errors import DataTaskError
 from data_tasks.runtime import Runtime
 from data_tasks.scheduler import EnqueueReport, enqueue
-from data_tasks.settings import Settings
+from data_tasks.settings import Settings, read_dotenv
 from deploy_hooks.exit_codes import OK, fail
 from deploy_hooks.publishing import LazyCeleryPublisher
 
@@ -47,7 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     started = time.monotonic()
     try:
-        settings = Settings.from_env()
+        read_dotenv()
+        settings = Settings.from_env().require_database()
         publisher = LazyCeleryPublisher(settings)
         runtime = Runtime.build(
             settings, publisher, connect_timeout=settings.connect_timeout_seconds

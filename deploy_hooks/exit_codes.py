@@ -8,6 +8,7 @@ from data_tasks.errors import (
     DataTaskError,
     DependencyError,
     InvalidTaskFile,
+    MissingDatabase,
     ServiceUnavailable,
 )
 
@@ -22,6 +23,7 @@ DATABASE_UNREACHABLE = 3
 REDIS_UNREACHABLE = 4
 # `wait` ran out of time with nothing failed: the tasks are still running.
 TIMED_OUT = 5
+# A usage or configuration error: a bad option, no database named.
 USAGE = 64
 
 
@@ -31,6 +33,8 @@ def exit_code(error: DataTaskError) -> int:
         return DATABASE_UNREACHABLE if error.service == "database" else REDIS_UNREACHABLE
     if isinstance(error, InvalidTaskFile | DependencyError):
         return INVALID_TASKS
+    if isinstance(error, MissingDatabase):
+        return USAGE
     return FAILED
 
 

@@ -32,7 +32,7 @@ def refusal(environ: Mapping[str, str]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Check the environment, then replace this process with `celery -A worker flower`."""
+    """Check the environment, then replace this process with `celery -A <app> flower`."""
     reason = refusal(os.environ)
     if reason is not None:
         print(f"error: {reason}", file=sys.stderr)
@@ -41,7 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not any(argument.startswith("--port") for argument in extra):
         # Platforms such as Heroku say which port to listen on in PORT.
         extra.insert(0, f"--port={os.environ.get('PORT', '5555')}")
-    command = [sys.executable, "-m", "celery", "-A", "worker", "flower", *extra]
+    # The team's own app when DATA_TASKS_CELERY_APP names one, else the standalone app.
+    app = os.environ.get("DATA_TASKS_CELERY_APP", "").strip() or "worker"
+    command = [sys.executable, "-m", "celery", "-A", app, "flower", *extra]
     os.execv(sys.executable, command)
     return 0  # not reached: execv replaces the process
 

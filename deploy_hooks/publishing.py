@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from data_tasks.publisher import CeleryPublisher, ChunkMessage
 from data_tasks.settings import Settings
 
 
+def load_app(settings: Settings) -> Any:
+    """The Celery app DATA_TASKS_CELERY_APP names (as `celery -A` reads it), else the standalone."""
+    if settings.celery_app:
+        from celery.app.utils import find_app
+
+        return find_app(settings.celery_app)
+    from worker.app import make_app
+
+    return make_app(settings)
+
+
 class LazyCeleryPublisher:
-    """Builds a Celery app on the settings' broker at the first publish, not before.
+    """Loads the Celery app at the first publish, not before.
 
     Importing Celery and kombu is most of the deploy hook's cost: a deploy with nothing new
     never pays for it.
@@ -18,11 +31,9 @@ class LazyCeleryPublisher:
         self.publisher: CeleryPublisher | None = None
 
     def publish(self, message: ChunkMessage, countdown: float = 0.0) -> None:
-        """send_task through an app made for these settings."""
+        """send_task through the team's app (or the standalone one), on its broker."""
         if self.publisher is None:
-            from worker.app import make_app
-
-            self.publisher = CeleryPublisher(make_app(self.settings), self.settings.queue)
+            self.publisher = CeleryPublisher(load_app(self.settings), self.settings.queue)
         self.publisher.publish(message, countdown)
 
     def close(self) -> None:

@@ -78,7 +78,7 @@ def run_cli(settings: Settings, *args: str, **extra: str) -> subprocess.Complete
 
 
 class WorkerProcess:
-    """A real `celery -A worker worker` process with its own log file."""
+    """A real `celery -A worker worker` process (or `-A` a team's app) with its own log file."""
 
     counter = 0
 
@@ -90,6 +90,7 @@ class WorkerProcess:
         pool: str = "prefork",
         extra_env: Mapping[str, str] | None = None,
         extra_args: Sequence[str] = (),
+        app: str = "worker",
     ) -> None:
         WorkerProcess.counter += 1
         self.name = f"test{WorkerProcess.counter}-{os.getpid()}@localhost"
@@ -100,7 +101,7 @@ class WorkerProcess:
             "-m",
             "celery",
             "-A",
-            "worker",
+            app,
             "worker",
             "--loglevel=INFO",
             f"--concurrency={concurrency}",

@@ -62,7 +62,9 @@ def test_status_json_has_every_field_of_every_record(ran: Runtime) -> None:
         assert set(RECORD_FIELDS) <= set(row)
     done, failed, waiting = rows.values()
     assert done["name"] == "count_items"
-    assert (done["status"], done["epoch"], done["cursor"]) == ("succeeded", 2, 1_200)
+    # One claim (run epoch 1); its one lane started once (lane epoch 1).
+    assert (done["status"], done["epoch"], done["cursor"]) == ("succeeded", 1, 1_200)
+    assert [(lane["lane"], lane["epoch"]) for lane in done["lanes"]] == [(0, 1)]
     assert (done["processed"], done["total"], done["attempts"]) == (1_200, 1_200, 0)
     assert done["worker"] == "tests@localhost"
     assert done["last_error"] is None and done["traceback"] is None

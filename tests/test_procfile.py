@@ -58,17 +58,19 @@ def test_the_sweep_process_publishes_a_job_the_broker_lost(
     lost = Runtime.build(pg_settings, RecordingPublisher())
     enqueue(lost)
     lost.close()
-    redis_client.delete(f"{pg_settings.key_prefix}:queued:20250101000000")
+    redis_client.delete(f"{pg_settings.key_prefix}:queued:20250101000000:0")
 
     workers.append(WorkerProcess(pg_settings, tmp_path).wait_ready())
-    # The Procfile's command as written, run by this Python, its schedule file kept in tmp_path.
-    command = shlex.split(procfile()["sweep"].replace("/tmp/", f"{tmp_path}/"))
+    # The Procfile's command as written, run by this Python from the app's folder (tmp_path
+    # here), as honcho and foreman run it: its schedule file stays in that folder.
+    command = shlex.split(procfile()["sweep"])
     assert command[0] == "celery"
+    assert not any("/tmp/" in argument for argument in command)
     with (tmp_path / "sweep.log").open("wb") as log:
         sweep = subprocess.Popen(
             [sys.executable, "-m", *command],
             env=environment(pg_settings, DATA_TASKS_SWEEP_SECONDS="1"),
-            cwd=REPO,
+            cwd=tmp_path,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -79,6 +81,7 @@ def test_the_sweep_process_publishes_a_job_the_broker_lost(
             sweep.wait(timeout=30)
 
     assert applied_counts(postgres_engine) == {1: 5_000}
+    assert list(tmp_path.glob(".celerybeat-schedule*")), "the schedule is kept with the app"
     assert "sweep enqueued 20250101000000" in workers[0].log()
 
 

@@ -151,11 +151,11 @@ def test_equal_cursors_encode_to_equal_text() -> None:
 def test_as_dict_holds_every_column_json_ready(db_runtime: Runtime) -> None:
     insert(db_runtime, VERSION)
     with db_runtime.session() as session, session.begin():
-        move(session, VERSION, Status.PENDING, Status.ENQUEUED, 0, {"cursor": '{"id":7}'})
+        move(session, VERSION, Status.PENDING, Status.ENQUEUED, 0, {"epoch": 1})
 
     fields = current(db_runtime).as_dict()
 
     assert set(fields) == set(RECORD_FIELDS)
-    assert fields["cursor"] == {"id": 7}
+    assert (fields["status"], fields["epoch"]) == ("enqueued", 1)
     assert isinstance(fields["created_at"], str)
     assert datetime.fromisoformat(fields["created_at"]).tzinfo is not None

@@ -13,7 +13,8 @@ def test_no_environment_gives_the_documented_defaults() -> None:
     settings = Settings.from_env({})
 
     assert settings == Settings()
-    assert settings.database_url == "sqlite:///data_tasks.db"
+    # No database is guessed: the commands refuse to run until one is named.
+    assert settings.database_url == ""
     assert settings.redis_url == "redis://127.0.0.1:6379/0"
     assert settings.tasks_dir == Path("tasks")
     assert (settings.chunk_seconds, settings.max_attempts) == (30.0, 5)

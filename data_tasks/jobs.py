@@ -1,0 +1,73 @@
+"""The bodies of the two Celery jobs, and the runtime each worker process keeps for its life.
+
+data_tasks.celery registers them on an app; nothing here builds or names an app.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from celery.worker import state as worker_state
+
+from data_tasks.errors import InvalidMessage
+from data_tasks.publisher import CeleryPublisher, ChunkMessage
+from data_tasks.runner import run_chunk
+from data_tasks.runtime import Runtime
+from data_tasks.scheduler import enqueue
+from data_tasks.settings import Settings
+
+logger = logging.getLogger("data_tasks")
+
+# One runtime per app in this process, with the pid that built it: a forked child builds its own.
+_runtimes: dict[int, tuple[int, Runtime]] = {}
+
+
+def _shutting_down() -> bool:
+    """True when this process itself was told to stop (the solo and threads pools)."""
+    return bool(worker_state.should_stop or worker_state.should_terminate)
+
+
+def process_runtime(app: Any, settings: Settings, hostname: str | None) -> Runtime:
+    """This process's runtime for the app; chunks it runs publish through that same app."""
+    found = _runtimes.get(id(app))
+    if found is None or found[0] != os.getpid():
+        built = Runtime.build(settings, CeleryPublisher(app, settings.queue), hostname=hostname)
+        built.should_stop = _shutting_down
+        _runtimes[id(app)] = (os.getpid(), built)
+        return built
+    return found[1]
+
+
+def run_chunk_job(task: Any, settings: Settings, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Run one chunk of the data task the message names (by version and epoch only)."""
+    try:
+        message = ChunkMessage.from_kwargs(kwargs)
+    except InvalidMessage as error:
+        logger.error("refused chunk message %s: %s", task.request.id, error)
+        return {"outcome": "invalid_message", "error": str(error)}
+    current = process_runtime(task.app, settings, task.request.hostname)
+
+    def report(summary: dict[str, Any]) -> None:
+        total, processed = summary.get("total"), summary.get("processed", 0)
+        percent = round(100.0 * processed / total, 1) if total else None
+        progress = {**summary, "percent": percent}
+        # Flower's task view and API show only celery's own task fields: `result` is the one
+        # that carries the progress there (state PROGRESS), until task-succeeded replaces it.
+        task.send_event("task-progress", result=progress, **progress)
+
+    current.on_progress = report
+    return run_chunk(current, message)
+
+
+def sweep_job(task: Any, settings: Settings) -> dict[str, Any]:
+    """The deploy hook's pass on a schedule: re-publish lost jobs, reclaim dead runs."""
+    report = enqueue(process_runtime(task.app, settings, task.request.hostname))
+    for item in report.enqueued:
+        logger.info("sweep enqueued %s (epoch %s, %s)", item.version, item.epoch, item.reason)
+    return {
+        "enqueued": [item.version for item in report.enqueued],
+        "in_flight": report.in_flight,
+        "failed": report.failed,
+    }
