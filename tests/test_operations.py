@@ -92,7 +92,8 @@ def test_pause_fences_the_queued_job_and_resume_publishes_a_new_one(
     assert applied_counts(postgres_engine) == {0: 500}
 
     resumed = operations.resume(runtime, COUNT)
-    assert published(runtime) == [ChunkMessage(COUNT, resumed.epoch)]
+    assert resumed.epoch == 2  # the run's epoch; its lane's job is fenced from the paused one
+    assert published(runtime) == [ChunkMessage(COUNT, queued[0].epoch + 1)]
     drain(runtime)
     assert record(runtime, COUNT).state == Status.SUCCEEDED
     assert applied_counts(postgres_engine) == {1: 500}
@@ -114,7 +115,7 @@ def test_pausing_a_running_task_stops_it_after_its_batch_and_resume_goes_on(
     assert paused == [Status.RUNNING]
     assert run.status == Status.PAUSED
     assert run.chunks[-1]["outcome"] == "fenced"
-    stopped_at = record(runtime, COUNT).processed
+    stopped_at = lane(runtime, COUNT).processed
     assert 0 < stopped_at < 1000
     assert applied_counts(postgres_engine) == {1: stopped_at, 0: 1000 - stopped_at}
 
