@@ -20,16 +20,20 @@ def traced_run(services: Services, config: Config) -> tuple[float, list[dict[str
     services.write_task(version, "bench_adaptive", source)
     services.run_hook("--quiet")
     trace: list[dict[str, Any]] = []
+    # The task's status and times, with its one lane's batch size and progress.
     query = text(
-        "SELECT status, batch_size, processed, started_at, finished_at FROM task_records "
-        "WHERE version = :v"
+        "SELECT r.status, l.batch_size, l.processed, r.started_at, r.finished_at "
+        "FROM task_records r JOIN task_lanes l ON l.version = r.version AND l.lane = 0 "
+        "WHERE r.version = :v"
     )
     deadline = time.monotonic() + config.timeout
     while time.monotonic() < deadline:
         with services.engine.connect() as connection:
-            status, size, processed, started, finished = connection.execute(
-                query, {"v": version}
-            ).one()
+            found = connection.execute(query, {"v": version}).first()
+        if found is None:  # the run's lane is not there yet
+            time.sleep(0.01)
+            continue
+        status, size, processed, started, finished = found
         if started is not None and size is not None:
             seconds = ((finished or utc_now()) - started).total_seconds()
             if not trace or trace[-1]["processed"] != processed:

@@ -321,7 +321,7 @@ def test_a_plain_install_imports_every_module_and_names_the_demo_extra(
     imports = run(
         [python, "-c", IMPORT_EVERY_MODULE], cwd=tmp_path, env=app_env(Path(python).parent, "")
     )
-    assert "worker.jobs" in imports.stdout.split()
+    assert "data_tasks.jobs" in imports.stdout.split()
     demo = subprocess.run(
         [python, "-m", "deploy_hooks.demo", "--redis=fakeredis", f"--dir={tmp_path / 'demo'}"],
         cwd=tmp_path,
