@@ -199,8 +199,9 @@ def _run_batches(runtime: Runtime, task: DataTask, chunk: Chunk, lease: Lease) -
     with runtime.held_session() as session:
         while True:
             if lease.lost:
-                log_event("lost_lease", **chunk.ids)
-                return chunk.summary("lost_lease")
+                # Only a chunk the database let start takes a lease over: this one is fenced.
+                log_event("fenced", **chunk.ids, reason="lease taken over")
+                return chunk.summary("fenced", reason="lease taken over")
             if lease.error is not None:
                 log_event("redis_lost", **chunk.ids, error=lease.error)
                 return continue_later(runtime, chunk, "Redis unreachable")

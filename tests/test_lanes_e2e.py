@@ -82,7 +82,7 @@ def test_hand_offs_between_four_lanes_on_eight_processes_are_never_lost(
     assert applied_counts(postgres_engine) == {1: rows}
     logs = "\n".join(worker.log() for worker in workers)
     hand_offs = len(log_lines(logs, "event=chunk_done", f"version={HAND_OFF}"))
-    refused = log_lines(logs, "event=stale_message") + log_lines(logs, "event=lost_lease")
+    refused = log_lines(logs, "event=stale_message") + log_lines(logs, "event=fenced")
     print(f"\n{hand_offs} hand-offs, {len(refused)} dropped or refused jobs")
     assert hand_offs >= 300
     assert refused == []
