@@ -12,11 +12,16 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from data_tasks.coordination import Coordinator, connect
-from data_tasks.database import make_engine
+from data_tasks.database import Timeouts, make_engine
 from data_tasks.discovery import Catalog
 from data_tasks.publisher import Publisher
 from data_tasks.records import create_tables
 from data_tasks.settings import Settings
+
+# The deploy hook, the sweep and the operator commands touch records only: a row held by a
+# long batch, or a statement that does not come back, fails them within these bounds.
+# Batches (workers, `run --inline`, `dry-run`) keep the server's own limits.
+COMMAND_TIMEOUTS = Timeouts(lock_seconds=5.0, statement_seconds=10.0)
 
 
 def _never() -> bool:
@@ -45,6 +50,7 @@ class Runtime:
         publisher: Publisher,
         hostname: str | None = None,
         connect_timeout: float | None = None,
+        timeouts: Timeouts | None = None,
     ) -> Runtime:
         """Connect to everything the settings name (lazily: nothing is opened yet)."""
         engine = make_engine(
@@ -52,6 +58,7 @@ class Runtime:
             connect_timeout=connect_timeout,
             # A batch idle in its transaction past the stale time belongs to a dead runner.
             idle_in_transaction_seconds=settings.stale_seconds,
+            timeouts=timeouts,
         )
         client = connect(settings, timeout=connect_timeout)
         return cls(

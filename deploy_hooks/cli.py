@@ -17,14 +17,15 @@ from types import FrameType
 from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from data_tasks import operations
 from data_tasks.coordination import unavailable
 from data_tasks.data_task import Progress
+from data_tasks.database import database_failed
 from data_tasks.errors import DataTaskError, ServiceUnavailable
 from data_tasks.overview import TaskView
-from data_tasks.runtime import Runtime
+from data_tasks.runtime import COMMAND_TIMEOUTS, Runtime
 from data_tasks.settings import Settings, redact
 from data_tasks.shards import shard_dict, shard_line, shards_of
 from deploy_hooks.exit_codes import FAILED, OK, TIMED_OUT, USAGE, fail
@@ -393,6 +394,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _answered(error: DBAPIError) -> bool:
+    """True when the database was reached and refused a statement (a lock timeout, say)."""
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    # Class 08 is PostgreSQL's "connection exception"; SQLite says "database is locked".
+    return (sqlstate is not None and not str(sqlstate).startswith("08")) or (
+        "locked" in str(error.orig).lower()
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one operator command; domain errors become one line and an exit code here."""
     try:
@@ -412,7 +422,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.handler(settings, args))
         publisher = LazyCeleryPublisher(settings)
         runtime = Runtime.build(
-            settings, publisher, connect_timeout=settings.connect_timeout_seconds
+            settings,
+            publisher,
+            connect_timeout=settings.connect_timeout_seconds,
+            # Commands that run batches keep the workers' limits; the rest touch records only.
+            timeouts=None if args.command in ("run", "dry-run") else COMMAND_TIMEOUTS,
         )
         try:
             return int(args.handler(runtime, args))
@@ -422,8 +436,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DataTaskError as error:
         return fail(error)
     except (OperationalError, InterfaceError) as error:
+        if _answered(error):
+            return fail(database_failed(settings.database_url, error))
         reason = str(error.orig or error).strip().splitlines()[0]
         return fail(ServiceUnavailable("database", redact(settings.database_url), reason))
+    except DBAPIError as error:
+        return fail(database_failed(settings.database_url, error))
     except RedisError as error:
         return fail(unavailable(settings, error))
     except ValueError as error:

@@ -33,7 +33,15 @@ def make_app(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         # Chunks are short; an unacked one comes back after this, far above a chunk's length.
-        broker_transport_options={"visibility_timeout": 3600},
+        # A Redis that accepts connections but never answers makes a command fail after
+        # socket_timeout instead of hanging (kombu's default waits for ever); a timed-out
+        # command is not sent again on its own.
+        broker_transport_options={
+            "visibility_timeout": 3600,
+            "socket_connect_timeout": settings.connect_timeout_seconds,
+            "socket_timeout": max(settings.connect_timeout_seconds, 10.0),
+            "retry_on_timeout": False,
+        },
         broker_connection_retry_on_startup=True,
         # Progress lives in task_records; the chunk summary travels in Flower's events.
         task_ignore_result=True,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from data_tasks.errors import InvalidMessage
+from data_tasks.errors import InvalidMessage, PassRunning
 from data_tasks.publisher import JOB_NAME, SWEEP_JOB_NAME, ChunkMessage
 from data_tasks.runner import run_chunk
 from data_tasks.scheduler import enqueue
 from worker.app import app
-from worker.process import runtime
+from worker.process import runtime, sweep_runtime
 
 logger = logging.getLogger("data_tasks")
 
@@ -40,7 +40,11 @@ def run_chunk_job(self: Any, **kwargs: Any) -> dict[str, Any]:
 @app.task(name=SWEEP_JOB_NAME, bind=True)  # type: ignore[untyped-decorator]
 def sweep_job(self: Any) -> dict[str, Any]:
     """The deploy hook's pass on a schedule: re-publish lost jobs, reclaim dead runs."""
-    report = enqueue(runtime(app, self.request.hostname))
+    try:
+        report = enqueue(sweep_runtime(app, self.request.hostname))
+    except PassRunning as running:
+        logger.info("sweep skipped: %s", running)
+        return {"skipped": str(running)}
     for item in report.enqueued:
         logger.info("sweep enqueued %s (epoch %s, %s)", item.version, item.epoch, item.reason)
     return {

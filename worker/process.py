@@ -8,10 +8,11 @@ from typing import Any
 from celery.worker import state as worker_state
 
 from data_tasks.publisher import CeleryPublisher
-from data_tasks.runtime import Runtime
+from data_tasks.runtime import COMMAND_TIMEOUTS, Runtime
 from data_tasks.settings import Settings
 
 _runtime: tuple[int, Runtime] | None = None
+_sweep_runtime: tuple[int, Runtime] | None = None
 
 
 def _shutting_down() -> bool:
@@ -28,3 +29,19 @@ def runtime(app: Any, hostname: str | None) -> Runtime:
         built.should_stop = _shutting_down
         _runtime = (os.getpid(), built)
     return _runtime[1]
+
+
+def sweep_runtime(app: Any, hostname: str | None) -> Runtime:
+    """This process's runtime for the sweep: records only, so with the commands' timeouts."""
+    global _sweep_runtime
+    if _sweep_runtime is None or _sweep_runtime[0] != os.getpid():
+        settings = Settings.from_env()
+        built = Runtime.build(
+            settings,
+            CeleryPublisher(app, settings.queue),
+            hostname=hostname,
+            connect_timeout=settings.connect_timeout_seconds,
+            timeouts=COMMAND_TIMEOUTS,
+        )
+        _sweep_runtime = (os.getpid(), built)
+    return _sweep_runtime[1]
