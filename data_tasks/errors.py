@@ -74,6 +74,17 @@ class DatabaseFailed(ServiceUnavailable):
         return f"database error at {self.url}: {self.reason}"
 
 
+class InvalidUrl(DataTaskError):
+    """DATABASE_URL or REDIS_URL cannot be parsed (an unencoded character in the password)."""
+
+    def __init__(self, variable: str, redacted_url: str) -> None:
+        self.variable = variable
+        super().__init__(
+            f"{variable} {redacted_url} cannot be parsed: percent-encode the special characters "
+            "of its password (/ as %2F, @ as %40, : as %3A, # as %23)"
+        )
+
+
 class InvalidMessage(DataTaskError):
     """A chunk job message that is not what the runner publishes."""
 

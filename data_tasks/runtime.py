@@ -9,14 +9,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
 from data_tasks.coordination import Coordinator, connect
 from data_tasks.database import Timeouts, make_engine
 from data_tasks.discovery import Catalog
+from data_tasks.errors import InvalidUrl
 from data_tasks.publisher import Publisher
 from data_tasks.records import create_tables
-from data_tasks.settings import Settings
+from data_tasks.settings import Settings, redact
 
 # The deploy hook, the sweep and the operator commands touch records only: a row held by a
 # long batch, or a statement that does not come back, fails them within these bounds.
@@ -53,14 +55,21 @@ class Runtime:
         timeouts: Timeouts | None = None,
     ) -> Runtime:
         """Connect to everything the settings name (lazily: nothing is opened yet)."""
-        engine = make_engine(
-            settings.database_url,
-            connect_timeout=connect_timeout,
-            # A batch idle in its transaction past the stale time belongs to a dead runner.
-            idle_in_transaction_seconds=settings.stale_seconds,
-            timeouts=timeouts,
-        )
-        client = connect(settings, timeout=connect_timeout)
+        # A URL that does not parse must not be echoed: the parsers quote pieces of its password.
+        try:
+            engine = make_engine(
+                settings.database_url,
+                connect_timeout=connect_timeout,
+                # A batch idle in its transaction past the stale time belongs to a dead runner.
+                idle_in_transaction_seconds=settings.stale_seconds,
+                timeouts=timeouts,
+            )
+        except (ValueError, ArgumentError):
+            raise InvalidUrl("DATABASE_URL", redact(settings.database_url)) from None
+        try:
+            client = connect(settings, timeout=connect_timeout)
+        except ValueError:
+            raise InvalidUrl("REDIS_URL", redact(settings.redis_url)) from None
         return cls(
             settings=settings,
             engine=engine,
