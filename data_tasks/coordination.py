@@ -29,6 +29,9 @@ SHUTDOWN_FLAG_SECONDS = 3600
 HOOK_LOCK_WAIT_SECONDS = 5.0
 # The hook lock lapses this long after a pass that died holding it.
 HOOK_LOCK_SECONDS = 60.0
+# Taking and releasing the hook lock are single tiny commands: a pass whose Redis froze after
+# it took the lock pays this, not a whole command timeout, to give the lock back.
+HOOK_LOCK_COMMAND_SECONDS = 1.0
 
 # Extend the lock if we still own it, and say whether our worker is shutting down: one round trip.
 _RENEW_AND_POLL = """
@@ -122,6 +125,7 @@ class Coordinator:
         self.settings = settings
         self.prefix = settings.key_prefix
         self._unmark = client.register_script(_RELEASE)
+        self._lock_client: redis.Redis | None = None
 
     def task_lock(self, version: str, hostname: str) -> TaskLock:
         """The lease on running a version."""
@@ -135,12 +139,34 @@ class Coordinator:
     def hook_lock(self, seconds: float = HOOK_LOCK_SECONDS) -> HookLock:
         """The lock that serialises deploy hooks and sweeps (redis-py's Lock)."""
         return HookLock(
-            self.client,
+            self.lock_client(),
             f"{self.prefix}:hook",
             timeout=seconds,
             blocking=True,
             blocking_timeout=HOOK_LOCK_WAIT_SECONDS,
         )
+
+    def lock_client(self) -> redis.Redis:
+        """A client on the same Redis whose commands wait HOOK_LOCK_COMMAND_SECONDS at most."""
+        if self._lock_client is None:
+            pool = self.client.connection_pool
+            kwargs = {**pool.connection_kwargs}
+            kwargs["socket_timeout"] = min(
+                kwargs.get("socket_timeout") or HOOK_LOCK_COMMAND_SECONDS, HOOK_LOCK_COMMAND_SECONDS
+            )
+            self._lock_client = redis.Redis(
+                connection_pool=redis.ConnectionPool(
+                    connection_class=pool.connection_class, max_connections=2, **kwargs
+                )
+            )
+        return self._lock_client
+
+    def close(self) -> None:
+        """Release both clients' connections."""
+        if self._lock_client is not None:
+            self._lock_client.close()
+            self._lock_client.connection_pool.disconnect()
+        self.client.close()
 
     def locked_versions(self, versions: Iterable[str]) -> set[str]:
         """The versions whose run lease is held now (one pipelined round trip)."""

@@ -107,4 +107,4 @@ class Runtime:
     def close(self) -> None:
         """Release pooled connections."""
         self.engine.dispose()
-        self.coordinator.client.close()
+        self.coordinator.close()

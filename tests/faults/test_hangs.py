@@ -144,3 +144,57 @@ def test_hooks_that_find_the_hook_lock_held_leave_the_work_to_its_holder(
     after = run_hook(settings)
     assert after.returncode == OK, after.stderr
     assert [m["version"] for m in queued_messages(redis_client)] == [VERSION]
+
+
+SLOW_IMPORT = '''"""Count the items, after an import that takes a while."""
+
+import time
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from data_tasks import one_shot
+
+time.sleep(1.0)
+
+
+@one_shot()
+def slow_import(session: Session) -> None:
+    session.execute(text("SELECT 1"))
+'''
+
+
+def test_hook_whose_redis_freezes_after_it_took_the_lock_exits_4_within_its_bound(
+    pg_settings: Settings, postgres_engine: Engine, tmp_path: Path
+) -> None:
+    with private_redis(tmp_path) as server:
+        settings = pg_settings.with_(redis_url=server.url)
+        # The hook imports task files under its lock: this one gives the test time to freeze.
+        (settings.tasks_dir / "20250101000000_slow_import.py").write_text(SLOW_IMPORT)
+        hook = subprocess.Popen(
+            [sys.executable, "-m", "deploy_hooks.enqueue"],
+            env=environment(settings),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        started = time.monotonic()
+        client = redis.Redis.from_url(server.url)
+        lock = f"{settings.key_prefix}:hook"
+        deadline = started + 30
+        while not client.exists(lock) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        client.close()
+        assert server.process is not None
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            _out, err = hook.communicate(timeout=60)
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        took = time.monotonic() - started
+    assert hook.returncode == REDIS_UNREACHABLE, err
+    assert took < BOUND_SECONDS, f"the hook took {took:.1f}s"
+    one_error_line(err)
+    # Nothing was claimed: the queued markers are written first, and they failed.
+    assert record(postgres_engine, VERSION).get("status") == "pending"
