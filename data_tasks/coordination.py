@@ -26,7 +26,7 @@ QUEUED_MARKER_SECONDS = 24 * 3600
 SHUTDOWN_FLAG_SECONDS = 3600
 # A deploy hook that finds another pass (a sweep, another hook) holding the hook lock waits
 # this long, then leaves the work to it: the README's 10 s bound of the hook includes it.
-HOOK_LOCK_WAIT_SECONDS = 5.0
+HOOK_LOCK_WAIT_SECONDS = 3.0
 # The hook lock lapses this long after a pass that died holding it.
 HOOK_LOCK_SECONDS = 60.0
 # Taking and releasing the hook lock are single tiny commands: a pass whose Redis froze after

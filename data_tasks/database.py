@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from data_tasks.errors import DatabaseFailed, ServiceUnavailable
 from data_tasks.settings import redact
@@ -139,6 +139,18 @@ def database_failed(url: str, error: DBAPIError) -> DatabaseFailed:
     if "lock" in lowered and ("timeout" in lowered or "locked" in lowered):
         reason += " (a running batch may hold the record: try again)"
     return DatabaseFailed(redact(url), reason)
+
+
+def database_error(url: str, error: DBAPIError) -> ServiceUnavailable:
+    """One line for any driver error: unreachable, or reached and refused (database_failed)."""
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    # Class 08 is PostgreSQL's "connection exception"; SQLite says "database is locked".
+    answered = (sqlstate is not None and not str(sqlstate).startswith("08")) or (
+        "locked" in str(error.orig).lower()
+    )
+    if answered or not isinstance(error, OperationalError | InterfaceError):
+        return database_failed(url, error)
+    return ServiceUnavailable("database", redact(url), _first_line(error))
 
 
 def _first_line(error: BaseException) -> str:

@@ -23,7 +23,7 @@ from data_tasks.settings import Settings, redact
 # The deploy hook, the sweep and the operator commands touch records only: a row held by a
 # long batch, or a statement that does not come back, fails them within these bounds.
 # Batches (workers, `run --inline`, `dry-run`) keep the server's own limits.
-COMMAND_TIMEOUTS = Timeouts(lock_seconds=5.0, statement_seconds=10.0)
+COMMAND_TIMEOUTS = Timeouts(lock_seconds=4.0, statement_seconds=6.0)
 
 
 def _never() -> bool:

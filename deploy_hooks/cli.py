@@ -17,16 +17,16 @@ from types import FrameType
 from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from data_tasks import operations
 from data_tasks.coordination import unavailable
 from data_tasks.data_task import Progress
-from data_tasks.database import database_failed
-from data_tasks.errors import DataTaskError, ServiceUnavailable
+from data_tasks.database import database_error
+from data_tasks.errors import DataTaskError
 from data_tasks.overview import TaskView
 from data_tasks.runtime import COMMAND_TIMEOUTS, Runtime
-from data_tasks.settings import Settings, redact
+from data_tasks.settings import Settings
 from data_tasks.shards import shard_dict, shard_line, shards_of
 from deploy_hooks.exit_codes import FAILED, OK, TIMED_OUT, USAGE, fail
 from deploy_hooks.publishing import LazyCeleryPublisher
@@ -394,15 +394,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _answered(error: DBAPIError) -> bool:
-    """True when the database was reached and refused a statement (a lock timeout, say)."""
-    sqlstate = getattr(error.orig, "sqlstate", None)
-    # Class 08 is PostgreSQL's "connection exception"; SQLite says "database is locked".
-    return (sqlstate is not None and not str(sqlstate).startswith("08")) or (
-        "locked" in str(error.orig).lower()
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one operator command; domain errors become one line and an exit code here."""
     try:
@@ -435,13 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             publisher.close()
     except DataTaskError as error:
         return fail(error)
-    except (OperationalError, InterfaceError) as error:
-        if _answered(error):
-            return fail(database_failed(settings.database_url, error))
-        reason = str(error.orig or error).strip().splitlines()[0]
-        return fail(ServiceUnavailable("database", redact(settings.database_url), reason))
     except DBAPIError as error:
-        return fail(database_failed(settings.database_url, error))
+        return fail(database_error(settings.database_url, error))
     except RedisError as error:
         return fail(unavailable(settings, error))
     except ValueError as error:

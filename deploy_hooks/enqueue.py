@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import DBAPIError
 
-from data_tasks.database import database_failed
+from data_tasks.database import database_error
 from data_tasks.errors import DataTaskError, PassRunning
 from data_tasks.runtime import COMMAND_TIMEOUTS, Runtime
 from data_tasks.scheduler import EnqueueReport, enqueue
@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DBAPIError as error:
         # The database answered, but refused: a lock or statement timeout, a missing
         # permission, a task_records table of another shape.
-        return fail(database_failed(settings.database_url, error))
+        return fail(database_error(settings.database_url, error))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -22,13 +22,17 @@ from data_tasks.settings import Settings
 from deploy_hooks.exit_codes import OK, REDIS_UNREACHABLE
 from deploy_hooks.publishing import LazyCeleryPublisher
 from tests.conftest import copy_tasks
-from tests.faults.harness import PrivateRedis, private_redis, queued_messages, record
+from tests.faults.harness import (
+    PrivateRedis,
+    private_redis,
+    queued_messages,
+    record,
+    within_bound,
+)
 from tests.processes import REPO, environment, run_cli, run_hook
 
 pytestmark = pytest.mark.e2e
 
-# The README's bound on the deploy hook and the commands when a service does not answer.
-BOUND_SECONDS = 10.0
 TASK_FILE = "20250101000000_count_items.py"
 VERSION = "20250101000000"
 
@@ -58,11 +62,12 @@ def test_hook_against_a_frozen_redis_exits_4_within_its_bound(
 ) -> None:
     settings = pg_settings.with_(redis_url=frozen.url)
     copy_tasks(settings.tasks_dir, TASK_FILE)
+    bound = within_bound()
     started = time.monotonic()
     result = run_hook(settings)
     took = time.monotonic() - started
     assert result.returncode == REDIS_UNREACHABLE, result.stderr
-    assert took < BOUND_SECONDS, f"the hook took {took:.1f}s"
+    assert took < bound, f"the hook took {took:.1f}s (bound {bound:.1f}s)"
     assert "Redis unreachable" in one_error_line(result.stderr)
 
 
@@ -75,6 +80,7 @@ def test_commands_while_redis_is_frozen_return_within_their_bound(
         assert run_hook(settings).returncode == OK
         assert run_cli(settings, "pause", VERSION).returncode == OK
         assert server.process is not None
+        bound = within_bound("deploy_hooks")
         server.process.send_signal(signal.SIGSTOP)
         try:
             started = time.monotonic()
@@ -88,10 +94,10 @@ def test_commands_while_redis_is_frozen_return_within_their_bound(
     # `status` reads the records only: it answers while Redis is frozen.
     assert status.returncode == OK, status.stderr
     assert VERSION in status.stdout
-    assert status_took < BOUND_SECONDS, f"status took {status_took:.1f}s"
+    assert status_took < bound, f"status took {status_took:.1f}s"
     # `resume` must publish: it fails with one line instead of hanging.
     assert resume.returncode == REDIS_UNREACHABLE, resume.stderr
-    assert resume_took < BOUND_SECONDS, f"resume took {resume_took:.1f}s"
+    assert resume_took < bound, f"resume took {resume_took:.1f}s"
     one_error_line(resume.stderr)
     assert record(postgres_engine, VERSION)["status"] == "paused"
 
@@ -104,7 +110,8 @@ def test_publishing_to_a_frozen_redis_fails_within_its_bound(
     started = time.monotonic()
     with pytest.raises(Exception, match="Timeout"):
         publisher.publish(ChunkMessage(VERSION, 1))
-    assert time.monotonic() - started < BOUND_SECONDS
+    # Two tries of a 3 s socket timeout at most, in this process: no start-up to allow for.
+    assert time.monotonic() - started < 7.0
 
 
 def test_hooks_that_find_the_hook_lock_held_leave_the_work_to_its_holder(
@@ -114,6 +121,7 @@ def test_hooks_that_find_the_hook_lock_held_leave_the_work_to_its_holder(
     copy_tasks(settings.tasks_dir, TASK_FILE)
     # A sweep stuck in the middle of its pass holds the lock (here: the test does).
     redis_client.set(f"{settings.key_prefix}:hook", "held-by-a-sweep", px=60_000)
+    bound = within_bound(processes=2)
     hooks = [
         subprocess.Popen(
             [sys.executable, "-m", "deploy_hooks.enqueue"],
@@ -129,7 +137,7 @@ def test_hooks_that_find_the_hook_lock_held_leave_the_work_to_its_holder(
     outputs = [hook.communicate(timeout=60) for hook in hooks]
     took = time.monotonic() - started
     assert [hook.returncode for hook in hooks] == [OK, OK], outputs
-    assert took < BOUND_SECONDS, f"the hooks took {took:.1f}s"
+    assert took < bound, f"the hooks took {took:.1f}s (bound {bound:.1f}s)"
     for out, err in outputs:
         assert err == ""
         assert out.strip().splitlines() == [
@@ -171,6 +179,8 @@ def test_hook_whose_redis_freezes_after_it_took_the_lock_exits_4_within_its_boun
         settings = pg_settings.with_(redis_url=server.url)
         # The hook imports task files under its lock: this one gives the test time to freeze.
         (settings.tasks_dir / "20250101000000_slow_import.py").write_text(SLOW_IMPORT)
+        # The task file's 1 s import is the hook's own start-up, not a fault.
+        bound = within_bound() + 1.0
         hook = subprocess.Popen(
             [sys.executable, "-m", "deploy_hooks.enqueue"],
             env=environment(settings),
@@ -194,7 +204,7 @@ def test_hook_whose_redis_freezes_after_it_took_the_lock_exits_4_within_its_boun
             server.process.send_signal(signal.SIGCONT)
         took = time.monotonic() - started
     assert hook.returncode == REDIS_UNREACHABLE, err
-    assert took < BOUND_SECONDS, f"the hook took {took:.1f}s"
+    assert took < bound, f"the hook took {took:.1f}s (bound {bound:.1f}s)"
     one_error_line(err)
     # Nothing was claimed: the queued markers are written first, and they failed.
     assert record(postgres_engine, VERSION).get("status") == "pending"
