@@ -87,10 +87,16 @@ def configure(conf: Any, settings: Settings) -> None:
         if conf.get(key) == DEFAULTS.get(key):
             conf[key] = value
     options = dict(conf.get("broker_transport_options") or {})
-    if "visibility_timeout" not in options:
-        options["visibility_timeout"] = max(3600.0, minimum_visibility(settings))
-        conf["broker_transport_options"] = options
+    options.setdefault("visibility_timeout", max(3600.0, minimum_visibility(settings)))
     broker_url = str(conf.broker_url or "")
+    if _redis_like(broker_url):
+        # A Redis that accepts connections but never answers makes a command fail after
+        # socket_timeout instead of hanging (kombu's default waits for ever); a timed-out
+        # command is not sent again on its own.
+        options.setdefault("socket_connect_timeout", settings.connect_timeout_seconds)
+        options.setdefault("socket_timeout", max(settings.connect_timeout_seconds, 10.0))
+        options.setdefault("retry_on_timeout", False)
+    conf["broker_transport_options"] = options
     if conf.get("broker_transport") is None and broker_url.startswith("redis://"):
         conf["broker_transport"] = HARDENED_REDIS_TRANSPORT
 

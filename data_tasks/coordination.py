@@ -13,15 +13,27 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.lock import Lock
+from redis.retry import Retry
 
-from data_tasks.errors import ServiceUnavailable
+from data_tasks.errors import PassRunning, ServiceUnavailable
 from data_tasks.settings import Settings, redact
 
 # A queued marker outlives any sensible wait in the queue; after it, the sweep re-publishes
 # (safely: the new claim's epoch fences the old message off).
 QUEUED_MARKER_SECONDS = 24 * 3600
 SHUTDOWN_FLAG_SECONDS = 3600
+# A deploy hook that finds another pass (a sweep, another hook) holding the hook lock waits
+# this long, then leaves the work to it: the README's 10 s bound of the hook includes it.
+HOOK_LOCK_WAIT_SECONDS = 3.0
+# The hook lock lapses this long after a pass that died holding it.
+HOOK_LOCK_SECONDS = 60.0
+# Taking and releasing the hook lock are single tiny commands: a pass whose Redis froze after
+# it took the lock pays this, not a whole command timeout, to give the lock back.
+HOOK_LOCK_COMMAND_SECONDS = 1.0
 
 # Extend the lock if we still own it, and say whether our worker is shutting down: one round trip.
 _RENEW_AND_POLL = """
@@ -41,10 +53,23 @@ return 0
 
 
 def connect(settings: Settings, timeout: float | None = None) -> redis.Redis:
-    """A Redis client with short timeouts, so that an outage is an error, not a hang."""
+    """A Redis client with short timeouts, so that an outage is an error, not a hang.
+
+    With `timeout` (the deploy hook, the commands) every command waits at most that long for
+    an answer; without it (workers) the connect timeout is the setting's and a command waits
+    up to 10 s. A command that timed out is never sent again: a Redis that accepts
+    connections but does not answer (frozen, overloaded) would otherwise cost the wait again
+    for every retry. A dropped connection is retried once, at once.
+    """
     seconds = timeout if timeout is not None else settings.connect_timeout_seconds
     return redis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=seconds, socket_timeout=max(seconds, 10.0)
+        settings.redis_url,
+        socket_connect_timeout=seconds,
+        socket_timeout=seconds if timeout is not None else max(seconds, 10.0),
+        retry_on_timeout=False,
+        retry=Retry(
+            ExponentialBackoff(cap=0.5, base=0.1), 1, supported_errors=(RedisConnectionError,)
+        ),
     )
 
 
@@ -121,6 +146,18 @@ class Lease:
             pass  # It expires by itself; the epoch fences anyone who outlives it.
 
 
+class HookLock(Lock):
+    """The hook lock; raises PassRunning when another pass still holds it after the wait."""
+
+    def acquire(self, *args: Any, **kwargs: Any) -> bool:
+        """Take the lock, waiting at most HOOK_LOCK_WAIT_SECONDS for the pass that holds it."""
+        if not super().acquire(*args, **kwargs):
+            # Another pass does the same work with the same files or newer ones; failing
+            # here would fail a release for a pass that is going fine.
+            raise PassRunning(self.name)
+        return True
+
+
 class Coordinator:
     """The runner's Redis keys, under one prefix."""
 
@@ -129,6 +166,7 @@ class Coordinator:
         self.settings = settings
         self.prefix = settings.key_prefix
         self._unmark = client.register_script(_RELEASE)
+        self._lock_client: redis.Redis | None = None
 
     def lease(self, version: str, lane: int, hostname: str) -> Lease:
         """The lease on running one lane of a version."""
@@ -147,11 +185,37 @@ class Coordinator:
         """The Redis key of a lane's queued marker."""
         return f"{self.prefix}:queued:{version}:{lane}"
 
-    def hook_lock(self, seconds: float = 60.0) -> Any:
+    def hook_lock(self, seconds: float = HOOK_LOCK_SECONDS) -> HookLock:
         """The lock that serialises deploy hooks and sweeps (redis-py's Lock)."""
-        return self.client.lock(
-            f"{self.prefix}:hook", timeout=seconds, blocking=True, blocking_timeout=15
+        return HookLock(
+            self.lock_client(),
+            f"{self.prefix}:hook",
+            timeout=seconds,
+            blocking=True,
+            blocking_timeout=HOOK_LOCK_WAIT_SECONDS,
         )
+
+    def lock_client(self) -> redis.Redis:
+        """A client on the same Redis whose commands wait HOOK_LOCK_COMMAND_SECONDS at most."""
+        if self._lock_client is None:
+            pool = self.client.connection_pool
+            kwargs = {**pool.connection_kwargs}
+            kwargs["socket_timeout"] = min(
+                kwargs.get("socket_timeout") or HOOK_LOCK_COMMAND_SECONDS, HOOK_LOCK_COMMAND_SECONDS
+            )
+            self._lock_client = redis.Redis(
+                connection_pool=redis.ConnectionPool(
+                    connection_class=pool.connection_class, max_connections=2, **kwargs
+                )
+            )
+        return self._lock_client
+
+    def close(self) -> None:
+        """Release both clients' connections."""
+        if self._lock_client is not None:
+            self._lock_client.close()
+            self._lock_client.connection_pool.disconnect()
+        self.client.close()
 
     def held_leases(self, lanes: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
         """The (version, lane) pairs whose lease is held now (one pipelined round trip)."""

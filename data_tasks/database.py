@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from data_tasks.errors import DataTaskError, ServiceUnavailable
+from data_tasks.errors import DatabaseFailed, DataTaskError, ServiceUnavailable
 from data_tasks.settings import redact
 
 # The extra that installs each driver module SQLAlchemy may ask for; SQLite needs none.
@@ -38,16 +40,32 @@ def normalize_url(url: str) -> str:
     return url
 
 
+@dataclass(frozen=True)
+class Timeouts:
+    """How long one statement may wait for a row lock, and how long it may run at all.
+
+    None leaves the server's own setting (usually: no limit).
+    """
+
+    lock_seconds: float | None = None
+    statement_seconds: float | None = None
+
+
 def make_engine(
     url: str,
     connect_timeout: float | None = None,
     idle_in_transaction_seconds: float | None = None,
+    timeouts: Timeouts | None = None,
     **kwargs: Any,
 ) -> Engine:
-    """An engine with short connect timeouts, pre-ping, and SQLite set up for concurrent writers."""
+    """An engine with short connect timeouts, pre-ping, and SQLite set up for concurrent writers.
+
+    `timeouts` bounds every statement of every session (PostgreSQL, MySQL/MariaDB), or the
+    wait for SQLite's write lock, so that a row held by a long batch is an error, not a hang.
+    """
     url = normalize_url(url)
     try:
-        return _make_engine(url, connect_timeout, idle_in_transaction_seconds, **kwargs)
+        return _make_engine(url, connect_timeout, idle_in_transaction_seconds, timeouts, **kwargs)
     except ModuleNotFoundError as error:
         # SQLAlchemy imports the driver when it builds the engine, before any connection.
         raise MissingDriver(redact(url), (error.name or "?").split(".")[0]) from None
@@ -62,26 +80,67 @@ def _make_engine(
     url: str,
     connect_timeout: float | None,
     idle_in_transaction_seconds: float | None,
+    timeouts: Timeouts | None,
     **kwargs: Any,
 ) -> Engine:
+    timeouts = timeouts or Timeouts()
     connect_args: dict[str, Any] = {}
-    if idle_in_transaction_seconds and url.startswith("postgresql"):
-        # A runner frozen inside a batch (SIGSTOP, a VM pause) must not hold its row locks
-        # for ever: the server ends its session, rolls the batch back and frees the record.
-        milliseconds = max(1, round(idle_in_transaction_seconds * 1000))
-        connect_args["options"] = f"-c idle_in_transaction_session_timeout={milliseconds}"
+    if url.startswith("postgresql"):
+        options = []
+        if idle_in_transaction_seconds:
+            # A runner frozen inside a batch (SIGSTOP, a VM pause) must not hold its row locks
+            # for ever: the server ends its session, rolls the batch back and frees the record.
+            options.append(("idle_in_transaction_session_timeout", idle_in_transaction_seconds))
+        if timeouts.lock_seconds:
+            options.append(("lock_timeout", timeouts.lock_seconds))
+        if timeouts.statement_seconds:
+            options.append(("statement_timeout", timeouts.statement_seconds))
+        if options:
+            connect_args["options"] = " ".join(
+                f"-c {name}={_milliseconds(seconds)}" for name, seconds in options
+            )
     if url.startswith("sqlite"):
         # A writer waits for another instead of failing at once; the runner has one writer per task.
-        connect_args["timeout"] = 30
+        busy_seconds = timeouts.lock_seconds or 30.0
+        connect_args["timeout"] = busy_seconds
         engine = create_engine(url, connect_args=connect_args, **kwargs)
-        _use_immediate_transactions(engine)
+        _use_immediate_transactions(engine, busy_seconds)
         return engine
     if connect_timeout is not None and url.startswith("postgresql"):
         connect_args["connect_timeout"] = max(1, round(connect_timeout))
-    return create_engine(url, connect_args=connect_args, pool_pre_ping=True, **kwargs)
+    engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True, **kwargs)
+    if engine.dialect.name in ("mysql", "mariadb") and (
+        timeouts.lock_seconds or timeouts.statement_seconds
+    ):
+        _limit_mysql_sessions(engine, timeouts)
+    return engine
 
 
-def _use_immediate_transactions(engine: Engine) -> None:
+def _milliseconds(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _limit_mysql_sessions(engine: Engine, timeouts: Timeouts) -> None:
+    """Set the session's lock wait and statement time limits on every new MySQL connection."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        if timeouts.lock_seconds:
+            # InnoDB counts whole seconds.
+            seconds = max(1, math.ceil(timeouts.lock_seconds))
+            cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {seconds}")
+        if timeouts.statement_seconds:
+            cursor.execute("SELECT VERSION()")
+            if "mariadb" in str(cursor.fetchone()[0]).lower():
+                cursor.execute(f"SET SESSION max_statement_time = {timeouts.statement_seconds}")
+            else:
+                limit = _milliseconds(timeouts.statement_seconds)
+                cursor.execute(f"SET SESSION max_execution_time = {limit}")
+        cursor.close()
+
+
+def _use_immediate_transactions(engine: Engine, busy_seconds: float) -> None:
     """Make SQLite take its write lock at BEGIN (SQLAlchemy's documented recipe), in WAL mode.
 
     pysqlite otherwise defers BEGIN until the first write, so a compare-and-set would read
@@ -93,7 +152,7 @@ def _use_immediate_transactions(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={_milliseconds(busy_seconds)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -109,6 +168,27 @@ def check_reachable(engine: Engine) -> None:
             connection.execute(text("SELECT 1"))
     except DBAPIError as error:
         raise ServiceUnavailable("database", redact(str(engine.url)), _first_line(error)) from None
+
+
+def database_failed(url: str, error: DBAPIError) -> DatabaseFailed:
+    """The one-line error for a statement the database refused or cut short."""
+    reason = _first_line(error)
+    lowered = reason.lower()
+    if "lock" in lowered and ("timeout" in lowered or "locked" in lowered):
+        reason += " (a running batch may hold the record: try again)"
+    return DatabaseFailed(redact(url), reason)
+
+
+def database_error(url: str, error: DBAPIError) -> ServiceUnavailable:
+    """One line for any driver error: unreachable, or reached and refused (database_failed)."""
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    # Class 08 is PostgreSQL's "connection exception"; SQLite says "database is locked".
+    answered = (sqlstate is not None and not str(sqlstate).startswith("08")) or (
+        "locked" in str(error.orig).lower()
+    )
+    if answered or not isinstance(error, OperationalError | InterfaceError):
+        return database_failed(url, error)
+    return ServiceUnavailable("database", redact(url), _first_line(error))
 
 
 def _first_line(error: BaseException) -> str:

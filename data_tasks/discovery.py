@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import re
 import sys
 import traceback
@@ -12,6 +13,8 @@ from pathlib import Path
 
 from data_tasks.data_task import DataTask
 from data_tasks.errors import InvalidTaskFile, UnknownVersion
+
+logger = logging.getLogger("data_tasks")
 
 FILE_PATTERN = re.compile(r"^(?P<version>\d{14})_(?P<name>[a-z][a-z0-9_]*)\.py$")
 VERSION_PATTERN = re.compile(r"^\d{14}$")
@@ -97,6 +100,8 @@ class Catalog:
         self._files: dict[str, TaskFile] | None = None
         # By version: the source hash it was loaded from, and the task.
         self._loaded: dict[str, tuple[str, DataTask]] = {}
+        # Names of stray files already logged.
+        self._strays: set[str] = set()
 
     def files(self, refresh: bool = False) -> dict[str, TaskFile]:
         """Task files by version."""
@@ -105,13 +110,39 @@ class Catalog:
         return self._files
 
     def file(self, version: str) -> TaskFile:
-        """The file of a version, looking at the directory again before giving up."""
+        """The file of a version, looked up by its own name only.
+
+        A worker runs one version at a time: a stray or broken file elsewhere in the folder
+        must not fail it (the deploy hook refuses such a folder before anything runs).
+        """
         if not VERSION_PATTERN.match(version):
             raise UnknownVersion(version)
-        found = self.files().get(version) or self.files(refresh=True).get(version)
-        if found is None:
+        self._warn_about_strays()
+        found = [
+            TaskFile(version, match["name"], path)
+            for path in sorted(self.tasks_dir.glob(f"{version}_*.py"))
+            if (match := FILE_PATTERN.match(path.name)) is not None
+        ]
+        if not found:
             raise UnknownVersion(version)
-        return found
+        if len(found) > 1:
+            raise InvalidTaskFile(
+                str(found[1].path), f"version {version} is also used by {found[0].path.name}"
+            )
+        return found[0]
+
+    def _warn_about_strays(self) -> None:
+        """Log each file that is not a task file's name, once per process."""
+        if not self.tasks_dir.is_dir():
+            return
+        for path in sorted(self.tasks_dir.glob("*.py")):
+            if path.name.startswith(("_", ".")) or FILE_PATTERN.match(path.name):
+                continue
+            if path.name not in self._strays:
+                self._strays.add(path.name)
+                logger.warning(
+                    "ignoring %s: not a task file name (the deploy hook refuses it)", path
+                )
 
     def task(self, version: str) -> DataTask:
         """The loaded data task of a version, loaded again when its file has changed."""

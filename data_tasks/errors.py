@@ -80,6 +80,38 @@ class DataTaskNotDone(DataTaskError):
         super().__init__(message)
 
 
+class PassRunning(DataTaskError):
+    """Another deploy hook or sweep held the hook lock for the whole wait: it does the work."""
+
+    def __init__(self, lock: str) -> None:
+        self.lock = lock
+        super().__init__(
+            "another pass is running; it will enqueue what may run "
+            "(and the next sweep or deploy hook what it leaves)"
+        )
+
+
+class DatabaseFailed(ServiceUnavailable):
+    """The records database answered with an error: a timeout, a permission, a wrong table."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__("database", url, reason)
+
+    def __str__(self) -> str:
+        return f"database error at {self.url}: {self.reason}"
+
+
+class InvalidUrl(DataTaskError):
+    """DATABASE_URL or REDIS_URL cannot be parsed (an unencoded character in the password)."""
+
+    def __init__(self, variable: str, redacted_url: str) -> None:
+        self.variable = variable
+        super().__init__(
+            f"{variable} {redacted_url} cannot be parsed: percent-encode the special characters "
+            "of its password (/ as %2F, @ as %40, : as %3A, # as %23)"
+        )
+
+
 class InvalidMessage(DataTaskError):
     """A chunk job message that is not what the runner publishes."""
 

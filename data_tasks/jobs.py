@@ -11,17 +11,18 @@ from typing import Any
 
 from celery.worker import state as worker_state
 
-from data_tasks.errors import InvalidMessage
+from data_tasks.errors import InvalidMessage, PassRunning
 from data_tasks.publisher import CeleryPublisher, ChunkMessage
 from data_tasks.runner import run_chunk
-from data_tasks.runtime import Runtime
+from data_tasks.runtime import COMMAND_TIMEOUTS, Runtime
 from data_tasks.scheduler import enqueue
 from data_tasks.settings import Settings
 
 logger = logging.getLogger("data_tasks")
 
-# One runtime per app in this process, with the pid that built it: a forked child builds its own.
-_runtimes: dict[int, tuple[int, Runtime]] = {}
+# One runtime per app and use in this process, with the pid that built it: a forked child
+# builds its own.
+_runtimes: dict[tuple[int, str], tuple[int, Runtime]] = {}
 
 
 def _shutting_down() -> bool:
@@ -29,13 +30,26 @@ def _shutting_down() -> bool:
     return bool(worker_state.should_stop or worker_state.should_terminate)
 
 
-def process_runtime(app: Any, settings: Settings, hostname: str | None) -> Runtime:
-    """This process's runtime for the app; chunks it runs publish through that same app."""
-    found = _runtimes.get(id(app))
+def process_runtime(
+    app: Any, settings: Settings, hostname: str | None, sweep: bool = False
+) -> Runtime:
+    """This process's runtime for the app; chunks it runs publish through that same app.
+
+    The sweep's runtime touches records only, so it gets the commands' lock and statement
+    timeouts; batches keep the server's own limits.
+    """
+    key = (id(app), "sweep" if sweep else "chunks")
+    found = _runtimes.get(key)
     if found is None or found[0] != os.getpid():
-        built = Runtime.build(settings, CeleryPublisher(app, settings.queue), hostname=hostname)
+        built = Runtime.build(
+            settings,
+            CeleryPublisher(app, settings.queue),
+            hostname=hostname,
+            connect_timeout=settings.connect_timeout_seconds if sweep else None,
+            timeouts=COMMAND_TIMEOUTS if sweep else None,
+        )
         built.should_stop = _shutting_down
-        _runtimes[id(app)] = (os.getpid(), built)
+        _runtimes[key] = (os.getpid(), built)
         return built
     return found[1]
 
@@ -63,7 +77,11 @@ def run_chunk_job(task: Any, settings: Settings, kwargs: dict[str, Any]) -> dict
 
 def sweep_job(task: Any, settings: Settings) -> dict[str, Any]:
     """The deploy hook's pass on a schedule: re-publish lost jobs, reclaim dead runs."""
-    report = enqueue(process_runtime(task.app, settings, task.request.hostname))
+    try:
+        report = enqueue(process_runtime(task.app, settings, task.request.hostname, sweep=True))
+    except PassRunning as running:
+        logger.info("sweep skipped: %s", running)
+        return {"skipped": str(running)}
     for item in report.enqueued:
         logger.info("sweep enqueued %s (epoch %s, %s)", item.version, item.epoch, item.reason)
     return {

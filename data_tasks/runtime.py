@@ -10,14 +10,21 @@ from typing import Any
 
 from redis.exceptions import RedisError
 from sqlalchemy import Engine
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
 from data_tasks.coordination import Coordinator, connect
-from data_tasks.database import make_engine
+from data_tasks.database import Timeouts, make_engine
 from data_tasks.discovery import Catalog
+from data_tasks.errors import InvalidUrl
 from data_tasks.publisher import ChunkMessage, Publisher
 from data_tasks.schema import create_tables
-from data_tasks.settings import Settings
+from data_tasks.settings import Settings, redact
+
+# The deploy hook, the sweep and the operator commands touch records only: a row held by a
+# long batch, or a statement that does not come back, fails them within these bounds.
+# Batches (workers, `run --inline`, `dry-run`) keep the server's own limits.
+COMMAND_TIMEOUTS = Timeouts(lock_seconds=4.0, statement_seconds=6.0)
 
 
 def _never() -> bool:
@@ -48,15 +55,24 @@ class Runtime:
         publisher: Publisher,
         hostname: str | None = None,
         connect_timeout: float | None = None,
+        timeouts: Timeouts | None = None,
     ) -> Runtime:
         """Connect to everything the settings name (lazily: nothing is opened yet)."""
-        engine = make_engine(
-            settings.database_url,
-            connect_timeout=connect_timeout,
-            # A batch idle in its transaction this long belongs to a frozen runner.
-            idle_in_transaction_seconds=settings.batch_idle_seconds,
-        )
-        client = connect(settings, timeout=connect_timeout)
+        # A URL that does not parse must not be echoed: the parsers quote pieces of its password.
+        try:
+            engine = make_engine(
+                settings.database_url,
+                connect_timeout=connect_timeout,
+                # A batch idle in its transaction this long belongs to a frozen runner.
+                idle_in_transaction_seconds=settings.batch_idle_seconds,
+                timeouts=timeouts,
+            )
+        except (ValueError, ArgumentError):
+            raise InvalidUrl("DATABASE_URL", redact(settings.database_url)) from None
+        try:
+            client = connect(settings, timeout=connect_timeout)
+        except ValueError:
+            raise InvalidUrl("REDIS_URL", redact(settings.redis_url)) from None
         return cls(
             settings=settings,
             engine=engine,
@@ -118,4 +134,4 @@ class Runtime:
     def close(self) -> None:
         """Release pooled connections."""
         self.engine.dispose()
-        self.coordinator.client.close()
+        self.coordinator.close()

@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 
 from data_tasks.coordination import unavailable
 from data_tasks.data_task import DataTask
-from data_tasks.database import check_reachable
+from data_tasks.database import check_reachable, database_error
 from data_tasks.discovery import TaskFile, discover, load
 from data_tasks.errors import DependencyError, ServiceUnavailable
 from data_tasks.lanes import LaneStatus, TaskLane, prepare_run
@@ -107,19 +107,16 @@ def enqueue(runtime: Runtime) -> EnqueueReport:
     check_reachable(runtime.engine)
     try:
         lock = runtime.coordinator.hook_lock()
-        if not lock.acquire():
-            raise ServiceUnavailable(
-                "Redis", redact(settings.redis_url), "another deploy hook held its lock for 15 s"
-            )
+        # Raises PassRunning when another pass holds it past the wait: that pass does the work.
+        lock.acquire()
     except RedisError as error:
         raise unavailable(settings, error) from None
     try:
         try:
-            # Under the hook lock: concurrent CREATE TABLEs on a fresh database collide.
+            # Under the hook lock: concurrent CREATE TABLEs (and upgrades) would collide.
             runtime.create_tables()
         except DBAPIError as error:
-            reason = str(error.orig or error).strip().splitlines()[0]
-            raise ServiceUnavailable("database", str(runtime.engine.url), reason) from None
+            raise database_error(settings.database_url, error) from None
         return _enqueue_locked(runtime, files)
     except RedisError as error:
         raise unavailable(settings, error) from None

@@ -109,10 +109,10 @@ def _parse(name: str, raw: str, type_name: Any) -> Any:
     return raw
 
 
-# The password runs to the last @ of the authority: people leave @ in passwords unencoded.
-_PASSWORD = re.compile(
-    r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^/\s]*)@", re.I
-)
+# The password runs from the first : after the user to the last @ of the URL: people leave
+# /, @, : and # in passwords unencoded. A URL without a password but with an @ after a colon
+# (rare) is redacted too much, never too little.
+_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>\S*)@", re.I)
 
 
 def redact(url: str) -> str:

@@ -18,15 +18,16 @@ from types import FrameType
 from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from data_tasks import operations
 from data_tasks.coordination import unavailable
 from data_tasks.data_task import Progress
-from data_tasks.errors import DataTaskError, ServiceUnavailable
+from data_tasks.database import database_error
+from data_tasks.errors import DataTaskError
 from data_tasks.lanes import lane_line
-from data_tasks.runtime import Runtime
-from data_tasks.settings import Settings, read_dotenv, redact
+from data_tasks.runtime import COMMAND_TIMEOUTS, Runtime
+from data_tasks.settings import Settings, read_dotenv
 from deploy_hooks.exit_codes import FAILED, OK, TIMED_OUT, USAGE, fail
 from deploy_hooks.formatting import bar, format_record, format_seconds, format_table
 from deploy_hooks.publishing import LazyCeleryPublisher
@@ -349,7 +350,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.require_database()
         publisher = LazyCeleryPublisher(settings)
         runtime = Runtime.build(
-            settings, publisher, connect_timeout=settings.connect_timeout_seconds
+            settings,
+            publisher,
+            connect_timeout=settings.connect_timeout_seconds,
+            # Commands that run batches keep the workers' limits; the rest touch records only.
+            timeouts=None if args.command in ("run", "dry-run") else COMMAND_TIMEOUTS,
         )
         try:
             return int(args.handler(runtime, args))
@@ -358,9 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             publisher.close()
     except DataTaskError as error:
         return fail(error)
-    except (OperationalError, InterfaceError) as error:
-        reason = str(error.orig or error).strip().splitlines()[0]
-        return fail(ServiceUnavailable("database", redact(settings.database_url), reason))
+    except DBAPIError as error:
+        return fail(database_error(settings.database_url, error))
     except RedisError as error:
         return fail(unavailable(settings, error))
     except ValueError as error:

@@ -12,8 +12,11 @@ import sys
 import time
 from collections.abc import Sequence
 
-from data_tasks.errors import DataTaskError
-from data_tasks.runtime import Runtime
+from sqlalchemy.exc import DBAPIError
+
+from data_tasks.database import database_error
+from data_tasks.errors import DataTaskError, PassRunning
+from data_tasks.runtime import COMMAND_TIMEOUTS, Runtime
 from data_tasks.scheduler import EnqueueReport, enqueue
 from data_tasks.settings import Settings, read_dotenv
 from deploy_hooks.exit_codes import OK, fail
@@ -48,18 +51,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     try:
         read_dotenv()
-        settings = Settings.from_env().require_database()
+        settings = Settings.from_env()
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        settings = settings.require_database()
         publisher = LazyCeleryPublisher(settings)
         runtime = Runtime.build(
-            settings, publisher, connect_timeout=settings.connect_timeout_seconds
+            settings,
+            publisher,
+            connect_timeout=settings.connect_timeout_seconds,
+            timeouts=COMMAND_TIMEOUTS,
         )
         try:
             report = enqueue(runtime)
         finally:
             runtime.close()
             publisher.close()
+    except PassRunning as running:
+        # Not a failure: the pass holding the lock enqueues what may run.
+        print(str(running))
+        return OK
     except DataTaskError as error:
         return fail(error)
+    except DBAPIError as error:
+        # The database answered, but refused: a lock or statement timeout, a missing
+        # permission, a task_records table of another shape.
+        return fail(database_error(settings.database_url, error))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

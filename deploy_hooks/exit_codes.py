@@ -8,6 +8,7 @@ from data_tasks.errors import (
     DataTaskError,
     DependencyError,
     InvalidTaskFile,
+    InvalidUrl,
     MissingDatabase,
     ServiceUnavailable,
 )
@@ -31,6 +32,8 @@ def exit_code(error: DataTaskError) -> int:
     """The exit code for a domain error."""
     if isinstance(error, ServiceUnavailable):
         return DATABASE_UNREACHABLE if error.service == "database" else REDIS_UNREACHABLE
+    if isinstance(error, InvalidUrl):
+        return USAGE
     if isinstance(error, InvalidTaskFile | DependencyError):
         return INVALID_TASKS
     if isinstance(error, MissingDatabase):

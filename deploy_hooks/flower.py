@@ -2,7 +2,8 @@
 
 FLOWER_BASIC_AUTH=user:password[,user:password...] is required (Flower reads it from the
 environment, so the password never shows in the process list). FLOWER_UNAUTHENTICATED=true
-starts it open, for a private network only. Extra arguments go to `celery flower`.
+starts it open, for a private network only. Extra arguments go to `celery flower`. Its
+/metrics and /healthcheck ask for the same authentication as the rest.
 """
 
 from __future__ import annotations
@@ -31,8 +32,22 @@ def refusal(environ: Mapping[str, str]) -> str | None:
     return None
 
 
+def protect_monitoring() -> None:
+    """Make Flower's /metrics and /healthcheck ask for the same authentication as its pages.
+
+    Flower serves both to anyone: the metrics name every task and worker. A platform health
+    check sends the same credentials as a person, or probes the port instead.
+    """
+    import tornado.web
+    from flower.views import monitor
+
+    for handler in (monitor.Metrics, monitor.Healthcheck):
+        if not getattr(handler.get, "__wrapped__", None):
+            handler.get = tornado.web.authenticated(handler.get)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Check the environment, then replace this process with `celery -A <app> flower`."""
+    """Check the environment, then run `celery -A <app> flower` in this process."""
     reason = refusal(os.environ)
     if reason is not None:
         print(f"error: {reason}", file=sys.stderr)
@@ -41,11 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not any(argument.startswith("--port") for argument in extra):
         # Platforms such as Heroku say which port to listen on in PORT.
         extra.insert(0, f"--port={os.environ.get('PORT', '5555')}")
+    protect_monitoring()
+    from celery.bin.celery import main as celery_main
+
     # The team's own app when DATA_TASKS_CELERY_APP names one, else the standalone app.
     app = os.environ.get("DATA_TASKS_CELERY_APP", "").strip() or "worker"
-    command = [sys.executable, "-m", "celery", "-A", app, "flower", *extra]
-    os.execv(sys.executable, command)
-    return 0  # not reached: execv replaces the process
+    sys.argv = ["celery", "-A", app, "flower", *extra]
+    return int(celery_main() or 0)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,15 @@ from typing import Any
 from data_tasks.publisher import CeleryPublisher, ChunkMessage
 from data_tasks.settings import Settings
 
+# A publish that fails is tried once more, at once: a dropped connection gets a second chance,
+# a Redis that does not answer costs at most two socket timeouts, not Celery's default four.
+PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0,
+    "interval_max": 0,
+}
+
 
 def load_app(settings: Settings) -> Any:
     """The Celery app DATA_TASKS_CELERY_APP names (as `celery -A` reads it), else the standalone."""
@@ -33,7 +42,17 @@ class LazyCeleryPublisher:
     def publish(self, message: ChunkMessage, countdown: float = 0.0) -> None:
         """send_task through the team's app (or the standalone one), on its broker."""
         if self.publisher is None:
-            self.publisher = CeleryPublisher(load_app(self.settings), self.settings.queue)
+            app = load_app(self.settings)
+            # The hook and the commands wait for Redis no longer than for anything else.
+            seconds = self.settings.connect_timeout_seconds
+            app.conf.broker_transport_options = {
+                **app.conf.broker_transport_options,
+                "socket_timeout": seconds,
+                "socket_connect_timeout": seconds,
+            }
+            app.conf.task_publish_retry_policy = PUBLISH_RETRY_POLICY
+            app.conf.broker_connection_timeout = seconds
+            self.publisher = CeleryPublisher(app, self.settings.queue)
         self.publisher.publish(message, countdown)
 
     def close(self) -> None:

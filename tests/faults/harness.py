@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -313,6 +314,27 @@ def sweep_until(
 
     wait_for(done, timeout=timeout, interval=0.3)
     return sweeps
+
+
+# The README's bound: whatever the services do, the deploy hook and the commands return
+# within their own start-up plus this (10 s in all where start-up takes 1-2 s).
+FAULT_BOUND_SECONDS = 7.0
+
+
+def within_bound(module: str = "deploy_hooks.enqueue", processes: int = 1) -> float:
+    """The start-up time of the hook (or the commands) here and now, plus FAULT_BOUND_SECONDS.
+
+    `--help` imports everything the command imports and touches no service: on a loaded
+    machine the bound grows with the start-up, not with what a fault costs. `processes`
+    start together, as the test's own processes will.
+    """
+    started = time.monotonic()
+    helps = [
+        subprocess.Popen([sys.executable, "-m", module, "--help"], stdout=subprocess.DEVNULL)
+        for _ in range(processes)
+    ]
+    assert [help_.wait(timeout=60) for help_ in helps] == [0] * processes
+    return time.monotonic() - started + FAULT_BOUND_SECONDS
 
 
 def settle(seconds: float) -> None:
