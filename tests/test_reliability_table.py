@@ -5,20 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench.reliability import render
-from data_tasks.runner import run_chunk
 from data_tasks.runtime import Runtime
 from data_tasks.scheduler import enqueue
-from tests.conftest import copy_tasks
 from tests.faults.ledger import FaultCase
 from tests.items import create_items
 from tests.processes import REPO
-from tests.running import drain, take
+from tests.running import drain
 
-COUNT_ITEMS = "20250101000000_count_items.py"
 VERSION = "20250101000000"
 # 2026-11-30 10:00:00 UTC, and the same plus 90 s.
 STARTED, FINISHED = 1796032800.0, 1796032890.0
@@ -116,30 +114,58 @@ def test_bad_input_gets_one_line_and_leaves_the_readme_alone(tmp_path: Path) -> 
     assert readme.read_text() == "no markers here\n"
 
 
+# A counting backfill that asks the test's probe before each batch, inside the running chunk.
+PROBED = """\
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from data_tasks import keyset_backfill
+from tests import test_reliability_table as test
+
+
+@keyset_backfill("items", key="id", batch_size=500)
+def probed_count(session: Session, first_id: int, last_id: int) -> None:
+    session.execute(
+        text("UPDATE items SET applied = applied + 1 WHERE id BETWEEN :first AND :last"),
+        {"first": first_id, "last": last_id},
+    )
+
+
+@probed_count.throttle
+def probe(session: Session) -> float:
+    test.PROBES[0]()
+    return 0.0
+"""
+PROBES: list[Callable[[], object]] = []
+
+
 def test_only_a_fault_injected_while_the_run_is_part_done_counts_as_in_flight(
     runtime: Runtime,
 ) -> None:
-    runtime.settings = runtime.settings.with_(chunk_seconds=0.0)  # one 500-row batch per chunk
-    copy_tasks(runtime.settings.tasks_dir, COUNT_ITEMS)
+    (runtime.settings.tasks_dir / f"{VERSION}_probed_count.py").write_text(PROBED)
     create_items(runtime.engine, 2_000)
     faults = FaultCase(runtime.engine, "in-process")
     faults.describe("in-process count")
+    # Before each batch of the running chunk: the first sees the run started, nothing done.
+    PROBES[:] = [lambda: faults.inject("before a batch", VERSION)]
 
     assert not faults.inject("before the deploy hook", VERSION)  # no record yet
     enqueue(runtime)
-    assert not faults.inject("enqueued, nothing processed", VERSION)
-    [first] = take(runtime)
-    run_chunk(runtime, first)
-    assert faults.inject("after the first batch", VERSION)
+    assert not faults.inject("enqueued, not started", VERSION)
     drain(runtime)
     assert not faults.inject("after the last batch", VERSION)
 
     measured = faults.line(passed=True)
-    assert [(i["processed"], i["total"], i["in_flight"]) for i in measured["injections"]] == [
-        (None, None, False),
-        (0, measured["injections"][1]["total"], False),
+    progress = [(i["processed"], i["total"], i["in_flight"]) for i in measured["injections"]]
+    assert progress[0] == (None, None, False)
+    assert progress[1][0] == 0 and not progress[1][2]
+    assert progress[2:] == [
+        (0, 2_000, False),
         (500, 2_000, True),
+        (1_000, 2_000, True),
+        (1_500, 2_000, True),
+        (2_000, 2_000, False),  # asked once more, finding nothing left: the run is done
         (2_000, 2_000, False),
     ]
-    assert (measured["in_flight"], measured["outside"]) == (1, 3)
+    assert (measured["in_flight"], measured["outside"]) == (3, 5)
     assert (measured["rows"], measured["twice"], measured["lost"]) == (2_000, 0, 0)
