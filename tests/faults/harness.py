@@ -1,10 +1,9 @@
-"""What the fault tests share: the workload, record reads, the queue, a private Redis, a ledger."""
+"""What the fault tests share: the workload, record reads, the queue, a private Redis."""
 
 from __future__ import annotations
 
 import base64
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -52,6 +51,7 @@ _RECORD = """
 SELECT r.*, r.epoch AS run_epoch, l.status AS lane_status,
        coalesce(l.epoch, 0) AS epoch, l.cursor AS cursor,
        coalesce(l.processed, r.processed) AS processed,
+       coalesce(l.total, r.total) AS total,
        coalesce(l.heartbeat_at, r.heartbeat_at) AS heartbeat_at
 FROM task_records r LEFT JOIN task_lanes l ON l.version = r.version AND l.lane = 0
 WHERE r.version = :v
@@ -59,7 +59,7 @@ WHERE r.version = :v
 
 
 def record(engine: Engine, version: str) -> dict[str, Any]:
-    """A version's task record with its lane 0's epoch, cursor and progress (empty: none)."""
+    """A version's task record with its lane 0's epoch, cursor, progress and total (empty: none)."""
     with engine.connect() as connection:
         tables = inspect(connection)
         if not (tables.has_table("task_records") and tables.has_table("task_lanes")):
@@ -151,26 +151,6 @@ def untouched(engine: Engine, rows: int = ROWS) -> None:
     """No row was applied at all."""
     counts = applied_counts(engine)
     assert counts == {0: rows}, f"applied counts {counts}: want every one of {rows} rows at 0"
-
-
-def ledger(fault: str, injections: int, rows: int, engine: Engine, expected: int = 1) -> None:
-    """Add a line to $FAULT_LEDGER (when set): the README's reliability table is built from it.
-
-    `expected` is the count every row should have (0 where the fault must change nothing).
-    """
-    path = os.environ.get("FAULT_LEDGER")
-    if not path:
-        return
-    counts = applied_counts(engine)
-    line = {
-        "fault": fault,
-        "injections": injections,
-        "rows": rows,
-        "twice": sum(n for applied, n in counts.items() if applied > expected),
-        "lost": sum(n for applied, n in counts.items() if applied < expected),
-    }
-    with Path(path).open("a") as out:
-        out.write(json.dumps(line) + "\n")
 
 
 def queued_messages(client: redis.Redis, queue: str = "data_tasks") -> list[dict[str, Any]]:

@@ -15,19 +15,19 @@ from sqlalchemy import Engine
 from data_tasks.publisher import JOB_NAME
 from data_tasks.settings import Settings
 from tests.faults.harness import (
-    ROWS,
     SLOW,
     backfill,
     exactly_once,
     fault_settings,
     hook_ok,
-    ledger,
     log_lines,
     queued_messages,
     record,
     untouched,
+    wait_progress,
     wait_status,
 )
+from tests.faults.ledger import FaultCase
 from tests.processes import WorkerProcess, run_hook, wait_for
 from worker.app import make_app
 
@@ -68,10 +68,18 @@ def test_a_bad_task_file_stops_the_hook_with_one_line_naming_it(
     pg_settings: Settings,
     postgres_engine: Engine,
     redis_client: redis.Redis,
+    faults: FaultCase,
 ) -> None:
+    faults.describe(
+        "Bad task files: a syntax error, a raise at import, no data task, the same version "
+        "twice, a name that does not match the pattern (each refused with one line naming the "
+        "file; no row touched)",
+        expected=0,
+    )
     settings = fault_settings(pg_settings)
     backfill(settings, postgres_engine)
     files, expected = BAD_FILES[case]
+    faults.inject(case, SLOW)
     for name, source in files.items():
         (settings.tasks_dir / name).write_text(source)
 
@@ -83,7 +91,6 @@ def test_a_bad_task_file_stops_the_hook_with_one_line_naming_it(
     assert record(postgres_engine, SLOW).get("status") in (None, "pending")
     assert queued_messages(redis_client) == []
     untouched(postgres_engine)
-    ledger(f"bad task file: {case}", 1, ROWS, postgres_engine, expected=0)
 
 
 class Pickled:
@@ -119,19 +126,28 @@ def test_bad_chunk_messages_are_refused_one_by_one_while_a_backfill_runs(
     redis_client: redis.Redis,
     workers: list[WorkerProcess],
     tmp_path: Path,
+    faults: FaultCase,
 ) -> None:
+    faults.describe(
+        "Bad chunk messages during a backfill: missing field, wrongly typed fields (2), "
+        "`../../etc/passwd` as the version, an unexpected field, a body that is not JSON, a "
+        "queue entry that is not JSON, a pickle message"
+    )
     settings = fault_settings(pg_settings)
     backfill(settings, postgres_engine)
     worker = WorkerProcess(settings, tmp_path)
     workers.append(worker)
     worker.wait_ready()
     hook_ok(settings)
+    # The bad messages arrive while the backfill runs, between its chunks.
+    wait_progress(postgres_engine, SLOW, 0)
     epoch = record(postgres_engine, SLOW)["epoch"]
 
     app = make_app(settings)
     refusals: dict[str, str] = {}
 
     def send(kwargs: dict[str, object], reason: str) -> None:
+        faults.inject(reason, SLOW)
         result = app.send_task(JOB_NAME, kwargs=kwargs, queue=settings.queue)
         refusals[result.id] = reason
 
@@ -140,9 +156,12 @@ def test_bad_chunk_messages_are_refused_one_by_one_while_a_backfill_runs(
     send({"version": int(SLOW), "epoch": epoch}, f"version {SLOW} is not a 14-digit version")
     send({"version": "../../etc/passwd", "epoch": epoch}, "'../../etc/passwd' is not a 14-digit")
     send({"version": SLOW, "epoch": epoch, "path": "/etc"}, "unexpected fields ['path']")
+    faults.inject("a body that is not JSON", SLOW)
     not_json = raw_message(redis_client, settings, b"{not json")
     marker = tmp_path / "unpickled"
+    faults.inject("a pickle message", SLOW)
     app.send_task(JOB_NAME, args=[Pickled(marker)], queue=settings.queue, serializer="pickle")
+    faults.inject("a queue entry that is not JSON", SLOW)
     redis_client.lpush(settings.queue, b"\x00 not even an envelope")
 
     wait_status(postgres_engine, SLOW, "succeeded", timeout=120)
@@ -161,4 +180,3 @@ def test_bad_chunk_messages_are_refused_one_by_one_while_a_backfill_runs(
     assert not marker.exists()
     assert worker.alive
     exactly_once(postgres_engine)
-    ledger("bad chunk messages", len(refusals) + 3, ROWS, postgres_engine)

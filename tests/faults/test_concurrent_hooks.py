@@ -16,11 +16,11 @@ from tests.faults.harness import (
     ROWS,
     exactly_once,
     fault_settings,
-    ledger,
     queued_messages,
     record,
     wait_status,
 )
+from tests.faults.ledger import FaultCase
 from tests.items import create_items
 from tests.processes import REPO, WorkerProcess, environment
 
@@ -49,7 +49,11 @@ def test_hooks_started_together_publish_each_task_once(
     redis_client: redis.Redis,
     workers: list[WorkerProcess],
     tmp_path: Path,
+    faults: FaultCase,
 ) -> None:
+    faults.describe(
+        "8 deploy hooks started at once against 50 pending tasks (50 messages, one per task)"
+    )
     settings = fault_settings(pg_settings)
     create_items(postgres_engine, ROWS)
     versions = [f"20250902{k:06d}" for k in range(TASKS)]
@@ -57,6 +61,8 @@ def test_hooks_started_together_publish_each_task_once(
         path = settings.tasks_dir / f"{version}_faulty_share_{k}.py"
         path.write_text(SHARE.format(k=k, n=TASKS))
 
+    for _ in range(HOOKS):
+        faults.inject("a deploy hook started with the others", *versions)
     hooks = [
         subprocess.Popen(
             [sys.executable, "-m", "deploy_hooks.enqueue"],
@@ -86,4 +92,3 @@ def test_hooks_started_together_publish_each_task_once(
     for version in versions:
         wait_status(postgres_engine, version, "succeeded", timeout=120)
     exactly_once(postgres_engine)
-    ledger("8 concurrent deploy hooks, 50 tasks", HOOKS, ROWS, postgres_engine)

@@ -16,13 +16,13 @@ from tests.faults.harness import (
     exactly_once,
     fault_settings,
     hook_ok,
-    ledger,
     log_lines,
     record,
     sweep_until,
     terminate_backends,
     wait_progress,
 )
+from tests.faults.ledger import FaultCase
 from tests.processes import WorkerProcess
 
 pytestmark = pytest.mark.e2e
@@ -31,8 +31,15 @@ TERMINATIONS = 5
 
 
 def test_connections_terminated_mid_batch_lose_and_repeat_nothing(
-    pg_settings: Settings, postgres_engine: Engine, workers: list[WorkerProcess], tmp_path: Path
+    pg_settings: Settings,
+    postgres_engine: Engine,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+    faults: FaultCase,
 ) -> None:
+    faults.describe(
+        "The worker's PostgreSQL connections terminated mid-batch (`pg_terminate_backend`)"
+    )
     settings = fault_settings(pg_settings)
     backfill(settings, postgres_engine)
     hook_ok(settings)
@@ -46,10 +53,10 @@ def test_connections_terminated_mid_batch_lose_and_repeat_nothing(
             SLOW,
             record(postgres_engine, SLOW)["processed"] + rng.randrange(3_000, 12_000),
         )
+        faults.inject("pg_terminate_backend", SLOW)
         assert terminate_backends(postgres_engine) >= 1
     sweep_until(settings, postgres_engine, SLOW)
     # The runner saw the dropped connections and retried the batch itself.
     assert log_lines(worker.log(), "event=batch_failed", "OperationalError")
     assert record(postgres_engine, SLOW)["processed"] == ROWS
     exactly_once(postgres_engine)
-    ledger("database connection killed (pg_terminate_backend)", TERMINATIONS, ROWS, postgres_engine)

@@ -11,16 +11,16 @@ from sqlalchemy import Engine
 from data_tasks.publisher import JOB_NAME
 from data_tasks.settings import Settings
 from tests.faults.harness import (
-    ROWS,
     SLOW,
     backfill,
     exactly_once,
     fault_settings,
     hook_ok,
-    ledger,
     log_lines,
+    wait_progress,
     wait_status,
 )
+from tests.faults.ledger import FaultCase
 from tests.processes import WorkerProcess
 from worker.app import make_app
 
@@ -33,7 +33,9 @@ def test_a_message_delivered_twice_runs_once(
     redis_client: redis.Redis,
     workers: list[WorkerProcess],
     tmp_path: Path,
+    faults: FaultCase,
 ) -> None:
+    faults.describe("The same chunk message delivered twice, with two workers")
     settings = fault_settings(pg_settings)
     backfill(settings, postgres_engine)
     first = WorkerProcess(settings, tmp_path)
@@ -44,8 +46,11 @@ def test_a_message_delivered_twice_runs_once(
 
     hook_ok(settings)
     app = make_app(settings)
-    # The very message the hook published, once more: a new task's lane waits at epoch 0.
+    # The very message the hook published, once more, while its chunk runs (as a broker
+    # redelivers a message whose ack it has not seen): it was published at epoch 0.
     epoch = 0
+    wait_progress(postgres_engine, SLOW, 0)
+    faults.inject("the hook's message again", SLOW)
     kwargs = {"version": SLOW, "epoch": epoch, "unknown_retries": 0, "lane": 0}
     app.send_task(JOB_NAME, kwargs=kwargs, queue=settings.queue)
 
@@ -62,4 +67,3 @@ def test_a_message_delivered_twice_runs_once(
     assert len(refused) == 1, logs
     assert first.alive and second.alive
     exactly_once(postgres_engine)
-    ledger("duplicate delivery", 1, ROWS, postgres_engine)

@@ -20,12 +20,12 @@ from tests.faults.harness import (
     exactly_once,
     fault_settings,
     hook_ok,
-    ledger,
     log_lines,
     queued_messages,
     record,
     wait_status,
 )
+from tests.faults.ledger import FaultCase
 from tests.items import applied_counts, create_items
 from tests.processes import WorkerProcess
 
@@ -48,7 +48,12 @@ def test_a_failing_task_fails_after_bounded_retries_then_resumes_when_fixed(
     redis_client: redis.Redis,
     workers: list[WorkerProcess],
     tmp_path: Path,
+    faults: FaultCase,
 ) -> None:
+    faults.describe(
+        "A batch that fails at the same cursor every time: 5 attempts, then `failed`, then "
+        "resumed at its cursor once the file is fixed"
+    )
     settings = fault_settings(pg_settings)
     create_items(postgres_engine, ROWS)
     copy_tasks(settings.tasks_dir, MIDWAY_FILE, DEPENDENT_FILE)
@@ -71,6 +76,10 @@ def test_a_failing_task_fails_after_bounded_retries_then_resumes_when_fixed(
         for line in log_lines(log, "event=batch_failed", f"version={MIDWAY}")
     ]
     assert attempts == list(range(1, settings.max_attempts + 1))
+    # The task file raises inside the worker: each attempt the log shows is one fault, at the
+    # progress the record still holds (the cursor does not move between attempts).
+    for attempt in attempts:
+        faults.inject(f"batch raising (attempt {attempt})", MIDWAY)
     # Retried with a growing backoff, capped.
     countdowns = [
         ast.literal_eval(line.split("succeeded in ")[1].split(": ", 1)[1])["countdown"]
@@ -94,4 +103,3 @@ def test_a_failing_task_fails_after_bounded_retries_then_resumes_when_fixed(
     assert dependent_runs(postgres_engine) == 1
     # Resumed at its cursor: the first half was not counted again.
     exactly_once(postgres_engine)
-    ledger("batch failing at the same cursor", settings.max_attempts, ROWS, postgres_engine)

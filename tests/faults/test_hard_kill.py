@@ -17,7 +17,6 @@ from tests.faults.harness import (
     exactly_once,
     fault_settings,
     hook_ok,
-    ledger,
     log_lines,
     record,
     wait_epoch,
@@ -25,6 +24,7 @@ from tests.faults.harness import (
     wait_reclaimable,
     wait_status,
 )
+from tests.faults.ledger import FaultCase
 from tests.processes import WorkerProcess
 
 pytestmark = pytest.mark.e2e
@@ -33,8 +33,16 @@ KILLS = 5
 
 
 def test_sigkill_at_random_points_then_every_row_is_counted_once(
-    pg_settings: Settings, postgres_engine: Engine, workers: list[WorkerProcess], tmp_path: Path
+    pg_settings: Settings,
+    postgres_engine: Engine,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+    faults: FaultCase,
 ) -> None:
+    faults.describe(
+        "SIGKILL of the worker (all its processes) at a random point; the next run is "
+        "reclaimed by the deploy hook and by the celery beat sweep, in turns"
+    )
     settings = fault_settings(pg_settings)
     backfill(settings, postgres_engine)
     seed = int(os.environ.get("FAULT_SEED", random.randrange(1_000_000)))
@@ -74,6 +82,7 @@ def test_sigkill_at_random_points_then_every_row_is_counted_once(
             break
         done = record(postgres_engine, SLOW)["processed"]
         wait_progress(postgres_engine, SLOW, done + rng.randrange(2_000, 12_000))
+        faults.inject("SIGKILL", SLOW)
         worker.kill()
         killed_status = str(record(postgres_engine, SLOW)["lane_status"])
         killed_running += killed_status == "running"
@@ -85,4 +94,3 @@ def test_sigkill_at_random_points_then_every_row_is_counted_once(
     assert reclaimed["hook"] + reclaimed["sweep"] == killed_running
     assert reclaimed["hook"] >= 1 and reclaimed["sweep"] >= 1, reclaimed
     exactly_once(postgres_engine)
-    ledger("hard kill (SIGKILL)", KILLS, ROWS, postgres_engine)

@@ -10,13 +10,11 @@ from sqlalchemy import Engine
 
 from data_tasks.settings import Settings
 from tests.faults.harness import (
-    ROWS,
     SLOW,
     backfill,
     exactly_once,
     fault_settings,
     hook_ok,
-    ledger,
     log_lines,
     record,
     sweep_until,
@@ -24,6 +22,7 @@ from tests.faults.harness import (
     wait_reclaimable,
     wait_status,
 )
+from tests.faults.ledger import FaultCase
 from tests.processes import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -39,8 +38,15 @@ def chunk_ends(log: str) -> list[str]:
 
 
 def test_a_revived_runner_cannot_commit(
-    pg_settings: Settings, postgres_engine: Engine, workers: list[WorkerProcess], tmp_path: Path
+    pg_settings: Settings,
+    postgres_engine: Engine,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+    faults: FaultCase,
 ) -> None:
+    faults.describe(
+        "SIGSTOP past the lease at a random point, then another worker takes over, then SIGCONT"
+    )
     settings = fault_settings(pg_settings)
     backfill(settings, postgres_engine)
     hook_ok(settings)
@@ -49,6 +55,7 @@ def test_a_revived_runner_cannot_commit(
     paused.wait_ready()
     wait_progress(postgres_engine, SLOW, 20_000)
 
+    faults.inject("SIGSTOP", SLOW)
     paused.signal(signal.SIGSTOP, whole_group=True)
     frozen = record(postgres_engine, SLOW)
     chunks_ended = len(chunk_ends(paused.log()))
@@ -73,12 +80,19 @@ def test_a_revived_runner_cannot_commit(
         )
     assert record(postgres_engine, SLOW) == done
     exactly_once(postgres_engine)
-    ledger("paused runner (SIGSTOP at a random point)", 1, ROWS, postgres_engine)
 
 
 def test_a_runner_paused_between_batches_is_fenced_by_its_epoch(
-    pg_settings: Settings, postgres_engine: Engine, workers: list[WorkerProcess], tmp_path: Path
+    pg_settings: Settings,
+    postgres_engine: Engine,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+    faults: FaultCase,
 ) -> None:
+    faults.describe(
+        "SIGSTOP between batches; the successor holds the same cursor, so only the epoch can "
+        "fence the revived runner"
+    )
     settings = fault_settings(pg_settings)
     backfill(settings, postgres_engine)
     hook_ok(settings)
@@ -90,6 +104,7 @@ def test_a_runner_paused_between_batches_is_fenced_by_its_epoch(
     paused.wait_ready()
     # The chunk waits at the gate, between two batches, holding no transaction.
     wait_for(lambda: (first_gate / "waiting").exists())
+    faults.inject("SIGSTOP between batches", SLOW)
     paused.signal(signal.SIGSTOP, whole_group=True)
     (first_gate / "go").touch()
     old_epoch = record(postgres_engine, SLOW)["epoch"]
@@ -113,4 +128,3 @@ def test_a_runner_paused_between_batches_is_fenced_by_its_epoch(
     wait_status(postgres_engine, SLOW, "succeeded", timeout=120)
     assert not log_lines(paused.log(), "event=batch_failed")
     exactly_once(postgres_engine)
-    ledger("paused runner (SIGSTOP between batches)", 1, ROWS, postgres_engine)

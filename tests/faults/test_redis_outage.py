@@ -20,7 +20,6 @@ from tests.faults.harness import (
     exactly_once,
     fault_settings,
     hook_ok,
-    ledger,
     private_redis,
     queued_messages,
     record,
@@ -29,6 +28,7 @@ from tests.faults.harness import (
     sweep_until,
     untouched,
 )
+from tests.faults.ledger import FaultCase
 from tests.processes import REPO, WorkerProcess, environment, run_hook
 
 pytestmark = pytest.mark.e2e
@@ -49,13 +49,21 @@ class Beyond:
 
 
 def test_a_hook_without_redis_fails_in_one_line_and_claims_nothing(
-    pg_settings: Settings, postgres_engine: Engine, workers: list[WorkerProcess], tmp_path: Path
+    pg_settings: Settings,
+    postgres_engine: Engine,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+    faults: FaultCase,
 ) -> None:
+    faults.describe(
+        "Redis down for the deploy hook (1 time), or killed while the hook runs (3 times)"
+    )
     rng = random.Random()
     with private_redis(tmp_path) as server:
         settings = fault_settings(pg_settings).with_(redis_url=server.url)
         backfill(settings, postgres_engine)
 
+        faults.inject("Redis down", SLOW)
         server.kill()
         result = run_hook(settings)
         assert result.returncode == 4, result
@@ -79,6 +87,7 @@ def test_a_hook_without_redis_fails_in_one_line_and_claims_nothing(
                 text=True,
             )
             settle(rng.uniform(0.2, 1.5))
+            faults.inject("Redis killed during the hook", SLOW)
             server.kill()
             _, err = hook.communicate(timeout=60)
             assert hook.returncode in (0, 4), err
@@ -100,12 +109,18 @@ def test_a_hook_without_redis_fails_in_one_line_and_claims_nothing(
         workers.append(WorkerProcess(settings, tmp_path).wait_ready())
         sweep_until(settings, postgres_engine, SLOW)
     exactly_once(postgres_engine)
-    ledger("Redis down during the deploy hook", 1 + KILLS_DURING_HOOK, ROWS, postgres_engine)
 
 
 def test_redis_restarted_empty_mid_run_then_the_sweep_resumes_at_the_cursor(
-    pg_settings: Settings, postgres_engine: Engine, workers: list[WorkerProcess], tmp_path: Path
+    pg_settings: Settings,
+    postgres_engine: Engine,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+    faults: FaultCase,
 ) -> None:
+    faults.describe(
+        "Redis restarted empty in the middle of a backfill (queue, locks and markers lost)"
+    )
     with private_redis(tmp_path) as server:
         settings = fault_settings(pg_settings).with_(redis_url=server.url)
         backfill(settings, postgres_engine)
@@ -115,10 +130,10 @@ def test_redis_restarted_empty_mid_run_then_the_sweep_resumes_at_the_cursor(
             # While Redis was away, a job or a run may have been lost: the sweep finds it.
             sweep_until(settings, postgres_engine, SLOW, Beyond(20_000 * (restart + 1)))
             # The queue, the locks and the queued markers are lost with it.
+            faults.inject("Redis restarted empty", SLOW)
             server.kill()
             settle(0.5)
             server.start()
         sweep_until(settings, postgres_engine, SLOW)
     assert record(postgres_engine, SLOW)["processed"] == ROWS
     exactly_once(postgres_engine)
-    ledger("Redis restarted empty mid-run", RESTARTS_MID_RUN, ROWS, postgres_engine)

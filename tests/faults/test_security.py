@@ -17,17 +17,16 @@ from sqlalchemy.engine import make_url
 
 from data_tasks.settings import Settings
 from tests.faults.harness import (
-    ROWS,
     SLOW,
     backfill,
     exactly_once,
     fault_settings,
     free_port,
     hook_ok,
-    ledger,
     private_redis,
     wait_status,
 )
+from tests.faults.ledger import FaultCase
 from tests.processes import REPO, WorkerProcess, environment, run_cli, run_hook, wait_for
 from worker.app import make_app
 
@@ -107,8 +106,16 @@ def test_flower_asks_for_the_password_and_opens_only_when_told(
 
 
 def test_passwords_in_urls_never_reach_logs_or_status(
-    pg_settings: Settings, postgres_engine: Engine, workers: list[WorkerProcess], tmp_path: Path
+    pg_settings: Settings,
+    postgres_engine: Engine,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+    faults: FaultCase,
 ) -> None:
+    faults.describe(
+        "Passwords in `DATABASE_URL` and `REDIS_URL` (a Redis with `requirepass`), plus a wrong "
+        "password and an unreachable database"
+    )
     with private_redis(tmp_path, password=REDIS_PASSWORD) as server:
         # Trust authentication ignores the password, so the URL works and still carries it.
         database_url = make_url(pg_settings.database_url).set(password=DB_PASSWORD)
@@ -131,10 +138,12 @@ def test_passwords_in_urls_never_reach_logs_or_status(
             database_url=database_url.set(port=free_port()).render_as_string(hide_password=False)
         )
         for broken, code in ((wrong_redis, 4), (no_database, 3)):
+            faults.inject("a hook with a wrong password or no database", SLOW)
             result = run_hook(broken)
             assert result.returncode == code, result
             assert len(result.stderr.splitlines()) == 1, result.stderr
             outputs += [result.stdout, result.stderr]
+        faults.inject("status with no database", SLOW)
         result = run_cli(no_database, "status")
         assert result.returncode != 0
         outputs += [result.stdout, result.stderr]
@@ -145,4 +154,3 @@ def test_passwords_in_urls_never_reach_logs_or_status(
     for secret in (REDIS_PASSWORD, DB_PASSWORD, "wrong-pw-1b2"):
         assert secret not in text
     exactly_once(postgres_engine)
-    ledger("passwords in URLs", 3, ROWS, postgres_engine)

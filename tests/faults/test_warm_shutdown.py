@@ -17,13 +17,13 @@ from tests.faults.harness import (
     exactly_once,
     fault_settings,
     hook_ok,
-    ledger,
     log_lines,
     queued_messages,
     record,
     wait_progress,
     wait_status,
 )
+from tests.faults.ledger import FaultCase
 from tests.processes import WorkerProcess
 
 pytestmark = pytest.mark.e2e
@@ -37,7 +37,9 @@ def test_sigterm_hands_the_backfill_to_the_next_worker(
     redis_client: redis.Redis,
     workers: list[WorkerProcess],
     tmp_path: Path,
+    faults: FaultCase,
 ) -> None:
+    faults.describe("Warm shutdown (SIGTERM to the main process, as a deploy restart sends)")
     # One chunk could run the whole backfill: only the shutdown makes it stop early.
     settings = fault_settings(pg_settings).with_(chunk_seconds=60.0)
     backfill(settings, postgres_engine)
@@ -48,6 +50,7 @@ def test_sigterm_hands_the_backfill_to_the_next_worker(
         workers.append(worker)
         worker.wait_ready()
         wait_progress(postgres_engine, SLOW, record(postgres_engine, SLOW)["processed"] + 5_000)
+        faults.inject("SIGTERM", SLOW)
         assert worker.stop() == 0
         # The chunk stopped between batches, recorded its cursor and queued its successor.
         assert log_lines(worker.log(), "event=chunk_done", 'reason="worker shutting down"')
@@ -65,7 +68,6 @@ def test_sigterm_hands_the_backfill_to_the_next_worker(
     workers.append(WorkerProcess(settings, tmp_path).wait_ready())
     wait_status(postgres_engine, SLOW, "succeeded", timeout=120)
     exactly_once(postgres_engine)
-    ledger("warm shutdown (SIGTERM)", STOPS, ROWS, postgres_engine)
 
 
 def test_heroku_style_sigterm_to_every_process_with_remap_sigterm(
@@ -74,7 +76,12 @@ def test_heroku_style_sigterm_to_every_process_with_remap_sigterm(
     redis_client: redis.Redis,
     workers: list[WorkerProcess],
     tmp_path: Path,
+    faults: FaultCase,
 ) -> None:
+    faults.describe(
+        "SIGTERM to every process, with `REMAP_SIGTERM=SIGQUIT` and a soft shutdown timeout "
+        "(Heroku)"
+    )
     settings = fault_settings(pg_settings).with_(chunk_seconds=60.0)
     backfill(settings, postgres_engine)
     hook_ok(settings)
@@ -84,6 +91,7 @@ def test_heroku_style_sigterm_to_every_process_with_remap_sigterm(
     worker.wait_ready()
     wait_progress(postgres_engine, SLOW, 20_000)
     # Heroku sends SIGTERM to every process of the dyno, the pool's children included.
+    faults.inject("SIGTERM to the whole group", SLOW)
     worker.signal(signal.SIGTERM, whole_group=True)
     worker.process.wait(timeout=60)
     assert log_lines(worker.log(), "event=chunk_done", 'reason="worker shutting down"')
@@ -94,4 +102,3 @@ def test_heroku_style_sigterm_to_every_process_with_remap_sigterm(
     workers.append(WorkerProcess(settings, tmp_path).wait_ready())
     wait_status(postgres_engine, SLOW, "succeeded", timeout=120)
     exactly_once(postgres_engine)
-    ledger("SIGTERM to every process (Heroku, REMAP_SIGTERM)", 1, ROWS, postgres_engine)
