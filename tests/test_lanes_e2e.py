@@ -68,7 +68,9 @@ def test_hand_offs_between_four_lanes_on_eight_processes_are_never_lost(
 ) -> None:
     settings = pg_settings.with_(chunk_seconds=0.2)
     copy_tasks(settings.tasks_dir, "20250604000000_lanes_hand_off.py")
-    rows = 24_000
+    # Each batch of 10 rows sleeps 10 ms, so a 0.2 s chunk does at most 20 batches: at least
+    # one hand-off per 200 rows, however fast the machine.
+    rows = 64_000
     create_items(postgres_engine, rows)
     for _ in range(2):
         workers.append(WorkerProcess(settings, tmp_path, concurrency=4))
