@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,13 @@ def record(engine: Engine, version: str) -> dict[str, Any]:
             return {}
         found = connection.execute(text(_RECORD), {"v": version}).mappings().first()
     return dict(found) if found is not None else {}
+
+
+def age(timestamp: datetime) -> float:
+    """Seconds since a timestamp read with plain SQL: aware on PostgreSQL, naive UTC elsewhere."""
+    if timestamp.tzinfo is None:
+        timestamp = timestamp.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - timestamp).total_seconds()
 
 
 def status(engine: Engine, version: str) -> str | None:
@@ -126,13 +134,8 @@ def wait_reclaimable(settings: Settings, engine: Engine, version: str) -> None:
             found = record(engine, version)
             if found.get("lane_status") != "running" or found.get("heartbeat_at") is None:
                 return False
-            with engine.connect() as connection:
-                age = connection.execute(
-                    text("SELECT extract(epoch FROM now() - :beat)"),
-                    {"beat": found["heartbeat_at"]},
-                ).scalar_one()
             lease = f"{settings.key_prefix}:lease:{version}:0"
-            return float(age) > settings.stale_seconds and not client.exists(lease)
+            return age(found["heartbeat_at"]) > settings.stale_seconds and not client.exists(lease)
 
         wait_for(ready, timeout=60, interval=0.2)
     finally:
@@ -273,12 +276,7 @@ def stuck(settings: Settings, engine: Engine, version: str) -> bool:
             marker = client.get(f"{prefix}:queued:{version}:0")
             return marker is None or int(marker) != found["epoch"]
         if found.get("lane_status") == "running":
-            with engine.connect() as connection:
-                age = connection.execute(
-                    text("SELECT extract(epoch FROM now() - :beat)"),
-                    {"beat": found["heartbeat_at"]},
-                ).scalar_one()
-            return float(age) > settings.stale_seconds and not client.exists(
+            return age(found["heartbeat_at"]) > settings.stale_seconds and not client.exists(
                 f"{prefix}:lease:{version}:0"
             )
         return False
