@@ -101,7 +101,9 @@ def test_cursors_that_differ_only_in_case_do_not_match(mariadb_engine: Engine) -
 
 def test_sessions_read_committed_rows_and_end_an_idle_transaction(mariadb_engine: Engine) -> None:
     Base.metadata.create_all(mariadb_engine)
-    engine = make_engine(mariadb_engine.url.render_as_string(hide_password=False), idle_in_transaction_seconds=1)
+    engine = make_engine(
+        mariadb_engine.url.render_as_string(hide_password=False), idle_in_transaction_seconds=1
+    )
     try:
         with engine.connect() as connection:
             level = connection.execute(text("SELECT @@tx_isolation")).scalar_one()
@@ -109,7 +111,7 @@ def test_sessions_read_committed_rows_and_end_an_idle_transaction(mariadb_engine
             # A runner frozen inside a batch: the server ends its session and its locks.
             connection.execute(text("SELECT count(*) FROM task_lanes"))
             time.sleep(2.5)
-            with pytest.raises(Exception, match="(?i)lost connection|gone away|timeout"):
+            with pytest.raises(Exception, match=r"(?i)lost connection|gone away|timeout"):
                 connection.execute(text("SELECT 1"))
     finally:
         engine.dispose()

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, Select, func, inspect, select, text
 
+from data_tasks.lanes import TaskLane
+from data_tasks.records import TaskRecord
 from data_tasks.settings import Settings
 from tests.conftest import copy_tasks
 from tests.items import applied_counts, create_items
@@ -46,16 +48,25 @@ def backfill(settings: Settings, engine: Engine, rows: int = ROWS) -> None:
     copy_tasks(settings.tasks_dir, SLOW_FILE)
 
 
-# The record, with the live state of its first lane: the fault workload runs as one lane, whose
-# epoch is bumped by every chunk that starts it.
-_RECORD = """
-SELECT r.*, r.epoch AS run_epoch, l.status AS lane_status,
-       coalesce(l.epoch, 0) AS epoch, l.cursor AS cursor,
-       coalesce(l.processed, r.processed) AS processed,
-       coalesce(l.heartbeat_at, r.heartbeat_at) AS heartbeat_at
-FROM task_records r LEFT JOIN task_lanes l ON l.version = r.version AND l.lane = 0
-WHERE r.version = :v
-"""
+def _record_query(version: str) -> Select[Any]:
+    """The record, with the live state of its first lane: the fault workload runs as one lane,
+    whose epoch is bumped by every chunk that starts it. (Built with SQLAlchemy: `cursor` is a
+    reserved word that MySQL and MariaDB need quoted.)"""
+    r, lane = TaskRecord.__table__, TaskLane.__table__
+    overridden = ("epoch", "processed", "heartbeat_at")
+    return (
+        select(
+            *[c for c in r.c if c.key not in overridden],
+            r.c.epoch.label("run_epoch"),
+            lane.c.status.label("lane_status"),
+            func.coalesce(lane.c.epoch, 0).label("epoch"),
+            lane.c.cursor.label("cursor"),
+            func.coalesce(lane.c.processed, r.c.processed).label("processed"),
+            func.coalesce(lane.c.heartbeat_at, r.c.heartbeat_at).label("heartbeat_at"),
+        )
+        .select_from(r.outerjoin(lane, (lane.c.version == r.c.version) & (lane.c.lane == 0)))
+        .where(r.c.version == version)
+    )
 
 
 def record(engine: Engine, version: str) -> dict[str, Any]:
@@ -64,7 +75,7 @@ def record(engine: Engine, version: str) -> dict[str, Any]:
         tables = inspect(connection)
         if not (tables.has_table("task_records") and tables.has_table("task_lanes")):
             return {}
-        found = connection.execute(text(_RECORD), {"v": version}).mappings().first()
+        found = connection.execute(_record_query(version)).mappings().first()
     return dict(found) if found is not None else {}
 
 
