@@ -27,7 +27,6 @@ from data_tasks.errors import UnknownVersion
 from data_tasks.log import log_event
 from data_tasks.status import Status, check_transition
 
-
 # SQLAlchemy's names for MySQL and for MariaDB (a mariadb:// URL).
 MYSQL_DIALECTS = ("mysql", "mariadb")
 
