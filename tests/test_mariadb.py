@@ -8,6 +8,7 @@ and the whole path with a real deploy hook and real celery workers, faults inclu
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,11 @@ from sqlalchemy import Engine, text
 
 from data_tasks.database import make_engine, normalize_url
 from data_tasks.lanes import ADVANCE, TaskLane
+from data_tasks.publisher import RecordingPublisher
 from data_tasks.records import Base, encode_cursor
+from data_tasks.runtime import Runtime
 from data_tasks.settings import Settings
+from tests import test_guarantees as guarantees
 from tests.conftest import copy_tasks
 from tests.faults import test_hard_kill as hard_kill
 from tests.faults import test_paused_runner as paused_runner
@@ -120,6 +124,23 @@ def test_sessions_read_committed_rows_and_end_an_idle_transaction(mariadb_engine
                 connection.execute(text("SELECT 1"))
     finally:
         engine.dispose()
+
+
+@pytest.fixture
+def mariadb_runtime(mariadb_settings: Settings) -> Iterator[Runtime]:
+    """An in-process runtime (recording publisher) on MariaDB."""
+    built = Runtime.build(mariadb_settings, RecordingPublisher(), hostname="tests@localhost")
+    built.create_tables()
+    yield built
+    built.close()
+
+
+def test_the_hook_and_pause_never_wait_on_a_running_batch_on_mariadb(
+    mariadb_runtime: Runtime, mariadb_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    guarantees.test_the_hook_and_pause_never_wait_on_a_running_batch(
+        mariadb_runtime, mariadb_engine, monkeypatch
+    )
 
 
 def finished(engine: Engine, version: str) -> bool:
