@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, insert, text
 
 from data_tasks.database import make_engine, normalize_url
 from data_tasks.lanes import ADVANCE, TaskLane
@@ -69,6 +69,8 @@ def test_an_update_that_changes_nothing_still_counts_its_row(mariadb_engine: Eng
 
 
 def test_cursors_that_differ_only_in_case_do_not_match(mariadb_engine: Engine) -> None:
+    # A runner that outlived its lease holds the cursor "abc"; another has since moved the lane
+    # to "Abc" (string keys, a custom cursor): the stale runner's compare-and-set must miss.
     Base.metadata.create_all(mariadb_engine)
     with mariadb_engine.begin() as connection:
         connection.execute(
@@ -79,7 +81,7 @@ def test_cursors_that_differ_only_in_case_do_not_match(mariadb_engine: Engine) -
             {"v": VERSION},
         )
         connection.execute(
-            TaskLane.__table__.insert(),
+            insert(TaskLane),
             {
                 "version": VERSION,
                 "lane": 0,
