@@ -21,6 +21,7 @@ from data_tasks.records import Base, encode_cursor
 from data_tasks.runtime import Runtime
 from data_tasks.settings import Settings
 from tests import test_guarantees as guarantees
+from tests import test_scheduler as scheduler
 from tests.conftest import copy_tasks
 from tests.faults import test_hard_kill as hard_kill
 from tests.faults import test_paused_runner as paused_runner
@@ -143,6 +144,12 @@ def test_the_hook_and_pause_never_wait_on_a_running_batch_on_mariadb(
     guarantees.test_the_hook_and_pause_never_wait_on_a_running_batch(
         mariadb_runtime, mariadb_engine, monkeypatch
     )
+
+
+def test_concurrent_hooks_publish_each_task_once_on_mariadb(
+    mariadb_settings: Settings, tasks_dir: Path
+) -> None:
+    scheduler.test_concurrent_hooks_publish_each_task_once(mariadb_settings, tasks_dir)
 
 
 def finished(engine: Engine, version: str) -> bool:
