@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, insert, text
+from sqlalchemy.orm import Session
 
 from data_tasks.database import make_engine, normalize_url
 from data_tasks.lanes import ADVANCE, TaskLane
 from data_tasks.publisher import RecordingPublisher
-from data_tasks.records import Base, encode_cursor
+from data_tasks.records import Base, encode_cursor, get, insert_missing, move
 from data_tasks.runtime import Runtime
 from data_tasks.settings import Settings
+from data_tasks.status import Status
 from tests import test_guarantees as guarantees
 from tests import test_scheduler as scheduler
 from tests.conftest import copy_tasks
@@ -109,6 +112,18 @@ def test_cursors_that_differ_only_in_case_do_not_match(mariadb_engine: Engine) -
         assert stale.rowcount == 0
         owned = connection.execute(ADVANCE, {**parameters, "l_old": encode_cursor("Abc")})
         assert owned.rowcount == 1
+
+
+def test_timestamps_keep_their_microseconds_and_read_back_as_aware_utc(
+    mariadb_engine: Engine,
+) -> None:
+    Base.metadata.create_all(mariadb_engine)
+    beat = datetime(2025, 6, 1, 14, 0, 0, 123456, tzinfo=UTC)
+    with Session(mariadb_engine) as session, session.begin():
+        insert_missing(session, [(VERSION, "stamps")])
+        assert move(session, VERSION, Status.PENDING, Status.ENQUEUED, 0, {"enqueued_at": beat})
+    with Session(mariadb_engine) as session:
+        assert get(session, VERSION).enqueued_at == beat
 
 
 def test_sessions_read_committed_rows_and_end_an_idle_transaction(mariadb_engine: Engine) -> None:
