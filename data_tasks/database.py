@@ -1,4 +1,4 @@
-"""Engines for the records database, tuned for PostgreSQL and SQLite."""
+"""Engines for the records database, tuned for PostgreSQL, MySQL/MariaDB and SQLite."""
 
 from __future__ import annotations
 
@@ -32,11 +32,20 @@ class MissingDriver(DataTaskError):
         super().__init__(f"the database driver {module} for {url} is not installed: {fix}")
 
 
+# Plain URL schemes and the driver this package installs for each (the extras above).
+_DRIVERS = {
+    "postgres://": "postgresql+psycopg://",
+    "postgresql://": "postgresql+psycopg://",
+    "mysql://": "mysql+pymysql://",
+    "mariadb://": "mariadb+pymysql://",
+}
+
+
 def normalize_url(url: str) -> str:
-    """Pick the psycopg 3 driver for plain postgres URLs, which is the one this package installs."""
-    for prefix in ("postgres://", "postgresql://"):
+    """Pick the driver this package installs for plain postgres, mysql and mariadb URLs."""
+    for prefix, scheme in _DRIVERS.items():
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
+            return scheme + url[len(prefix) :]
     return url
 
 
@@ -51,6 +60,11 @@ class Timeouts:
     statement_seconds: float | None = None
 
 
+def is_mysql(url: str) -> bool:
+    """True for a MySQL or MariaDB URL (SQLAlchemy's dialects `mysql` and `mariadb`)."""
+    return url.startswith(("mysql", "mariadb"))
+
+
 def make_engine(
     url: str,
     connect_timeout: float | None = None,
@@ -58,7 +72,7 @@ def make_engine(
     timeouts: Timeouts | None = None,
     **kwargs: Any,
 ) -> Engine:
-    """An engine with short connect timeouts, pre-ping, and SQLite set up for concurrent writers.
+    """An engine with short connect timeouts, pre-ping, and each database set up for the runner.
 
     `timeouts` bounds every statement of every session (PostgreSQL, MySQL/MariaDB), or the
     wait for SQLite's write lock, so that a row held by a long batch is an error, not a hang.
@@ -106,12 +120,49 @@ def _make_engine(
         engine = create_engine(url, connect_args=connect_args, **kwargs)
         _use_immediate_transactions(engine, busy_seconds)
         return engine
-    if connect_timeout is not None and url.startswith("postgresql"):
+    if connect_timeout is not None and (url.startswith("postgresql") or is_mysql(url)):
         connect_args["connect_timeout"] = max(1, round(connect_timeout))
+    if is_mysql(url):
+        return _make_mysql_engine(
+            url, connect_args, idle_in_transaction_seconds, timeouts, **kwargs
+        )
+    return create_engine(url, connect_args=connect_args, pool_pre_ping=True, **kwargs)
+
+
+def _make_mysql_engine(
+    url: str,
+    connect_args: dict[str, Any],
+    idle_in_transaction_seconds: float | None,
+    timeouts: Timeouts,
+    **kwargs: Any,
+) -> Engine:
+    """A MySQL/MariaDB engine: READ COMMITTED, MariaDB's idle-transaction timeout, time limits.
+
+    InnoDB defaults to REPEATABLE READ, where every plain SELECT of a transaction reads the
+    snapshot of its first read: a runner or a claim would then decide on a row as it was, not
+    as another process has since committed it. (Its UPDATEs read the latest committed row
+    anyway, so the compare-and-set is safe either way; the SELECTs around it are not.)
+    READ COMMITTED is what PostgreSQL does by default, and what the runner is written for.
+    SQLAlchemy's mysql dialect connects with CLIENT.FOUND_ROWS, so an UPDATE's rowcount counts
+    the rows it matched, not the ones it changed, as the compare-and-set needs.
+    """
+    kwargs.setdefault("isolation_level", "READ COMMITTED")
     engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True, **kwargs)
-    if engine.dialect.name in ("mysql", "mariadb") and (
-        timeouts.lock_seconds or timeouts.statement_seconds
-    ):
+    if idle_in_transaction_seconds:
+        # A runner frozen inside a batch must not hold its row locks for ever: MariaDB (10.3+)
+        # ends a session idle this long inside a transaction, rolling the batch back. MySQL
+        # has no such setting (its wait_timeout counts idle sessions too), so it is set only
+        # on MariaDB, which the server's version string names.
+        seconds = max(1, math.ceil(idle_in_transaction_seconds))
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            if "mariadb" in dbapi_connection.get_server_info().lower():
+                cursor = dbapi_connection.cursor()
+                cursor.execute(f"SET SESSION idle_transaction_timeout = {seconds}")
+                cursor.close()
+
+    if timeouts.lock_seconds or timeouts.statement_seconds:
         _limit_mysql_sessions(engine, timeouts)
     return engine
 

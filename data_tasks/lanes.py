@@ -29,10 +29,19 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from data_tasks.data_task import KeyRange
-from data_tasks.records import Base, TaskRecord, UTCDateTime, decode_cursor, encode_cursor, utcnow
+from data_tasks.records import (
+    MYSQL_DIALECTS,
+    Base,
+    TaskRecord,
+    UTCDateTime,
+    decode_cursor,
+    encode_cursor,
+    utcnow,
+)
 from data_tasks.status import Status
 
 
@@ -43,6 +52,11 @@ class LaneStatus(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+
+
+# Canonical JSON text, compared for equality by the compare-and-set: on MySQL/MariaDB it gets
+# a binary collation, since the default one is case-insensitive ('"Abc"' would equal '"abc"').
+JSON_TEXT = Text().with_variant(mysql.TEXT(collation="utf8mb4_bin"), *MYSQL_DIALECTS)
 
 
 class TaskLane(Base):
@@ -58,10 +72,10 @@ class TaskLane(Base):
     # False until the run's start has cut the key ranges (lane 0 of a new run does it).
     planned: Mapped[bool] = mapped_column(Boolean, default=False)
     # Canonical JSON keys: the lane covers (lower, upper]; null is open on that side.
-    lower: Mapped[str | None] = mapped_column(Text, nullable=True)
-    upper: Mapped[str | None] = mapped_column(Text, nullable=True)
+    lower: Mapped[str | None] = mapped_column(JSON_TEXT, nullable=True)
+    upper: Mapped[str | None] = mapped_column(JSON_TEXT, nullable=True)
     # Canonical JSON text: where the lane's next batch starts.
-    cursor: Mapped[str | None] = mapped_column(Text, nullable=True)
+    cursor: Mapped[str | None] = mapped_column(JSON_TEXT, nullable=True)
     processed: Mapped[int] = mapped_column(BigInteger, default=0)
     total: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     batch_size: Mapped[int | None] = mapped_column(Integer, nullable=True)

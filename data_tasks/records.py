@@ -20,12 +20,15 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from data_tasks.errors import UnknownVersion
 from data_tasks.log import log_event
 from data_tasks.status import Status, check_transition
+
+# SQLAlchemy's names for MySQL and for MariaDB (a mariadb:// URL).
+MYSQL_DIALECTS = ("mysql", "mariadb")
 
 
 def utcnow() -> datetime:
@@ -34,16 +37,23 @@ def utcnow() -> datetime:
 
 
 class UTCDateTime(TypeDecorator[datetime]):
-    """A timestamp that is always timezone-aware UTC, also on SQLite which drops the zone."""
+    """A timestamp that is always timezone-aware UTC, also on SQLite and MySQL/MariaDB, which
+    store no zone: they hold naive UTC, read back as aware UTC."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        """DATETIME(6) on MySQL/MariaDB, whose plain DATETIME drops the fractions of a second."""
+        if dialect.name in MYSQL_DIALECTS:
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(self.impl)
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         """Store UTC."""
         if value is not None and value.tzinfo is not None:
             value = value.astimezone(UTC)
-            if dialect.name == "sqlite":
+            if dialect.name in ("sqlite", *MYSQL_DIALECTS):
                 value = value.replace(tzinfo=None)
         return value
 
@@ -144,8 +154,12 @@ def insert_missing(session: Session, rows: Iterable[tuple[str, str]]) -> int:
         statement: Any = postgresql.insert(TaskRecord).on_conflict_do_nothing()
     elif dialect == "sqlite":
         statement = sqlite.insert(TaskRecord).on_conflict_do_nothing()
+    elif dialect in MYSQL_DIALECTS:
+        # Not INSERT IGNORE, which also turns a too-long name into a warning and truncates it.
+        statement = mysql.insert(TaskRecord)
+        statement = statement.on_duplicate_key_update(version=statement.inserted.version)
     else:
-        statement = insert(TaskRecord).prefix_with("IGNORE")
+        statement = insert(TaskRecord)
     session.execute(statement, values)
     return len(values)
 

@@ -35,9 +35,9 @@ class Settings:
     # A lane's lease in Redis expires this long after its last renewal; a thread renews it
     # while the chunk's process lives, however long a batch takes.
     lock_seconds: float = 60.0
-    # PostgreSQL ends a batch's transaction left idle this long (its runner frozen or stopped
-    # mid-batch), which frees the lane for a reclaim. A batch's own work between two
-    # statements (an API call, a long computation) must stay under it.
+    # PostgreSQL and MariaDB end a batch's transaction left idle this long (its runner frozen
+    # or stopped mid-batch), which frees the lane for a reclaim. A batch's own work between
+    # two statements (an API call, a long computation) must stay under it.
     batch_idle_seconds: float = 600.0
     # Failed attempts at one cursor before the task is marked failed.
     max_attempts: int = 5

@@ -17,8 +17,11 @@ from data_tasks.settings import Settings
 from tests.processes import WorkerProcess
 from tests.services import (
     REDIS_URL,
+    create_mariadb_database,
     create_postgres_database,
+    drop_mariadb_database,
     drop_postgres_database,
+    empty_mariadb_database,
     flushed_redis,
 )
 
@@ -53,6 +56,23 @@ def postgres_engine(postgres_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def mariadb_url() -> Iterator[str]:
+    """A database of its own for this test session on the real MariaDB."""
+    url = create_mariadb_database()
+    yield url
+    drop_mariadb_database(url)
+
+
+@pytest.fixture
+def mariadb_engine(mariadb_url: str) -> Iterator[Engine]:
+    """An engine on the session's MariaDB database, emptied of every table before the test."""
+    engine = make_engine(mariadb_url)
+    empty_mariadb_database(engine)
+    yield engine
+    engine.dispose()
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """A SQLite file of its own."""
@@ -75,11 +95,10 @@ def tasks_dir(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def pg_settings(postgres_engine: Engine, redis_client: redis.Redis, tasks_dir: Path) -> Settings:
-    """Settings on the real PostgreSQL and Redis, with short budgets for tests."""
+def short_settings(engine: Engine, tasks_dir: Path) -> Settings:
+    """Settings on the engine's database and the tests' Redis, with short budgets for tests."""
     return Settings(
-        database_url=postgres_engine.url.render_as_string(hide_password=False),
+        database_url=engine.url.render_as_string(hide_password=False),
         redis_url=REDIS_URL,
         tasks_dir=tasks_dir,
         chunk_seconds=2.0,
@@ -89,6 +108,20 @@ def pg_settings(postgres_engine: Engine, redis_client: redis.Redis, tasks_dir: P
         retry_max_seconds=1.0,
         unknown_version_countdown=0.5,
     )
+
+
+@pytest.fixture
+def pg_settings(postgres_engine: Engine, redis_client: redis.Redis, tasks_dir: Path) -> Settings:
+    """Settings on the real PostgreSQL and Redis, with short budgets for tests."""
+    return short_settings(postgres_engine, tasks_dir)
+
+
+@pytest.fixture
+def mariadb_settings(
+    mariadb_engine: Engine, redis_client: redis.Redis, tasks_dir: Path
+) -> Settings:
+    """Settings on the real MariaDB and Redis, with short budgets for tests."""
+    return short_settings(mariadb_engine, tasks_dir)
 
 
 @pytest.fixture
@@ -110,13 +143,15 @@ def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
             worker.kill()
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
+@pytest.fixture(params=["postgresql", "sqlite", "mariadb"])
 def db_runtime(request: pytest.FixtureRequest, pg_settings: Settings) -> Iterator[Runtime]:
     """An in-process runtime (recording publisher) whose records and data are on PostgreSQL,
-    then on SQLite."""
+    then on SQLite, then on MariaDB."""
     settings = pg_settings
     if request.param == "sqlite":
         settings = pg_settings.with_(database_url=request.getfixturevalue("sqlite_url"))
+    if request.param == "mariadb":
+        settings = request.getfixturevalue("mariadb_settings")
     built = Runtime.build(settings, RecordingPublisher(), hostname="tests@localhost")
     built.create_tables()
     yield built

@@ -11,12 +11,15 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import redis
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, Select, func, inspect, select, text
 
+from data_tasks.lanes import TaskLane
+from data_tasks.records import TaskRecord
 from data_tasks.settings import Settings
 from tests.conftest import copy_tasks
 from tests.items import applied_counts, create_items
@@ -45,17 +48,26 @@ def backfill(settings: Settings, engine: Engine, rows: int = ROWS) -> None:
     copy_tasks(settings.tasks_dir, SLOW_FILE)
 
 
-# The record, with the live state of its first lane: the fault workload runs as one lane, whose
-# epoch is bumped by every chunk that starts it.
-_RECORD = """
-SELECT r.*, r.epoch AS run_epoch, l.status AS lane_status,
-       coalesce(l.epoch, 0) AS epoch, l.cursor AS cursor,
-       coalesce(l.processed, r.processed) AS processed,
-       coalesce(l.total, r.total) AS total,
-       coalesce(l.heartbeat_at, r.heartbeat_at) AS heartbeat_at
-FROM task_records r LEFT JOIN task_lanes l ON l.version = r.version AND l.lane = 0
-WHERE r.version = :v
-"""
+def _record_query(version: str) -> Select[Any]:
+    """The record, with the live state of its first lane: the fault workload runs as one lane,
+    whose epoch is bumped by every chunk that starts it. (Built with SQLAlchemy: `cursor` is a
+    reserved word that MySQL and MariaDB need quoted.)"""
+    r, lane = TaskRecord.__table__, TaskLane.__table__
+    overridden = ("epoch", "processed", "total", "heartbeat_at")
+    return (
+        select(
+            *[c for c in r.c if c.key not in overridden],
+            r.c.epoch.label("run_epoch"),
+            lane.c.status.label("lane_status"),
+            func.coalesce(lane.c.epoch, 0).label("epoch"),
+            lane.c.cursor.label("cursor"),
+            func.coalesce(lane.c.processed, r.c.processed).label("processed"),
+            func.coalesce(lane.c.total, r.c.total).label("total"),
+            func.coalesce(lane.c.heartbeat_at, r.c.heartbeat_at).label("heartbeat_at"),
+        )
+        .select_from(r.outerjoin(lane, (lane.c.version == r.c.version) & (lane.c.lane == 0)))
+        .where(r.c.version == version)
+    )
 
 
 def record(engine: Engine, version: str) -> dict[str, Any]:
@@ -64,8 +76,15 @@ def record(engine: Engine, version: str) -> dict[str, Any]:
         tables = inspect(connection)
         if not (tables.has_table("task_records") and tables.has_table("task_lanes")):
             return {}
-        found = connection.execute(text(_RECORD), {"v": version}).mappings().first()
+        found = connection.execute(_record_query(version)).mappings().first()
     return dict(found) if found is not None else {}
+
+
+def age(timestamp: datetime) -> float:
+    """Seconds since a timestamp read with plain SQL: aware on PostgreSQL, naive UTC elsewhere."""
+    if timestamp.tzinfo is None:
+        timestamp = timestamp.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - timestamp).total_seconds()
 
 
 def status(engine: Engine, version: str) -> str | None:
@@ -127,13 +146,8 @@ def wait_reclaimable(settings: Settings, engine: Engine, version: str) -> None:
             found = record(engine, version)
             if found.get("lane_status") != "running" or found.get("heartbeat_at") is None:
                 return False
-            with engine.connect() as connection:
-                age = connection.execute(
-                    text("SELECT extract(epoch FROM now() - :beat)"),
-                    {"beat": found["heartbeat_at"]},
-                ).scalar_one()
             lease = f"{settings.key_prefix}:lease:{version}:0"
-            return float(age) > settings.stale_seconds and not client.exists(lease)
+            return age(found["heartbeat_at"]) > settings.stale_seconds and not client.exists(lease)
 
         wait_for(ready, timeout=60, interval=0.2)
     finally:
@@ -254,12 +268,7 @@ def stuck(settings: Settings, engine: Engine, version: str) -> bool:
             marker = client.get(f"{prefix}:queued:{version}:0")
             return marker is None or int(marker) != found["epoch"]
         if found.get("lane_status") == "running":
-            with engine.connect() as connection:
-                age = connection.execute(
-                    text("SELECT extract(epoch FROM now() - :beat)"),
-                    {"beat": found["heartbeat_at"]},
-                ).scalar_one()
-            return float(age) > settings.stale_seconds and not client.exists(
+            return age(found["heartbeat_at"]) > settings.stale_seconds and not client.exists(
                 f"{prefix}:lease:{version}:0"
             )
         return False
