@@ -28,6 +28,7 @@ from tests import test_scheduler as scheduler
 from tests.conftest import copy_tasks
 from tests.faults import test_hard_kill as hard_kill
 from tests.faults import test_paused_runner as paused_runner
+from tests.faults.ledger import FaultCase
 from tests.items import applied_counts, create_items
 from tests.processes import WorkerProcess, run_hook, wait_for
 
@@ -237,7 +238,11 @@ def test_a_worker_killed_mid_backfill_is_reclaimed_and_every_row_counted_once(
     tmp_path: Path,
 ) -> None:
     hard_kill.test_sigkill_at_random_points_then_every_row_is_counted_once(
-        mariadb_settings, mariadb_engine, workers, tmp_path
+        mariadb_settings,
+        mariadb_engine,
+        workers,
+        tmp_path,
+        FaultCase(mariadb_engine, "mariadb"),  # the ledger counts the PostgreSQL runs only
     )
 
 
@@ -249,7 +254,11 @@ def test_a_revived_runner_commits_nothing_on_mariadb(
     tmp_path: Path,
 ) -> None:
     paused_runner.test_a_revived_runner_cannot_commit(
-        mariadb_settings, mariadb_engine, workers, tmp_path
+        mariadb_settings,
+        mariadb_engine,
+        workers,
+        tmp_path,
+        FaultCase(mariadb_engine, "mariadb"),  # the ledger counts the PostgreSQL runs only
     )
 
 
@@ -261,5 +270,9 @@ def test_a_runner_paused_between_batches_is_fenced_on_mariadb(
     tmp_path: Path,
 ) -> None:
     paused_runner.test_a_runner_paused_between_batches_is_fenced_by_its_epoch(
-        mariadb_settings, mariadb_engine, workers, tmp_path
+        mariadb_settings,
+        mariadb_engine,
+        workers,
+        tmp_path,
+        FaultCase(mariadb_engine, "mariadb"),  # the ledger counts the PostgreSQL runs only
     )
