@@ -16,8 +16,11 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    column,
     select,
+    table,
     text,
+    update,
 )
 
 from data_tasks import operations
@@ -210,13 +213,16 @@ def test_an_old_runner_is_fenced_by_the_upgrade(db_runtime: Runtime) -> None:
     create_tables(runtime.engine)
 
     # 0.1.0's compare-and-set for its next batch, at the epoch it ran with: refused.
+    # (Built with SQLAlchemy: `cursor` is a reserved word that MySQL and MariaDB need quoted.)
+    old = table(
+        "task_records", column("version"), column("epoch"), column("cursor"), column("status")
+    )
     with runtime.engine.begin() as connection:
         moved = connection.execute(
-            text(
-                "UPDATE task_records SET cursor = '600' WHERE version = :v AND epoch = 4 "
-                "AND cursor = '400' AND status = 'running'"
-            ),
-            {"v": COUNT},
+            update(old)
+            .where(old.c.version == COUNT, old.c.epoch == 4, old.c.cursor == "400")
+            .where(old.c.status == "running")
+            .values(cursor="600")
         ).rowcount
     assert moved == 0
     assert take(runtime) == []
