@@ -94,6 +94,8 @@ def cmd_run(runtime: Runtime, args: argparse.Namespace) -> int:
     live = sys.stdout.isatty()
 
     def show_progress(summary: dict[str, Any]) -> None:
+        if "processed" not in summary:
+            return  # a chunk that never started (its file is broken) has no progress
         seconds = float(summary.get("seconds") or 0.0)
         rate = summary.get("rows", 0) / seconds if seconds > 0 else None
         progress = Progress(summary["processed"], summary.get("total"), rows_per_second=rate)
