@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import socket
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select, text
@@ -44,7 +45,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def history(capsys: pytest.CaptureFixture[str], *argv: str) -> list[tuple[object, ...]]:
+def history(capsys: pytest.CaptureFixture[str], *argv: str) -> list[tuple[Any, ...]]:
     """`history --json`, oldest first, as (from, to, epoch, event, actor) rows."""
     code, out, _ = run(capsys, "history", *argv, "--json")
     assert code == OK
