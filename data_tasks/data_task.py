@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -15,6 +17,29 @@ FINISHED = {"data_tasks": "finished"}
 Check = Callable[[Session], str | None]
 # A throttle returns how many seconds to back off before the next batch (0: go on).
 Throttle = Callable[[Session], float]
+# The statuses a task's callbacks can be registered on.
+NOTIFIED_STATUSES = ("succeeded", "failed", "paused", "cancelled")
+
+
+@dataclass(frozen=True)
+class Notice:
+    """What a notification callback is told: a task reached one of NOTIFIED_STATUSES."""
+
+    version: str
+    name: str
+    status: str
+    from_status: str
+    epoch: int
+    # The task's last error when it failed, else None.
+    error: str | None
+    processed: int
+    total: int | None
+    # When the change was made (UTC).
+    at: datetime
+
+
+# A callback gets the Notice once the change has committed; what it returns is ignored.
+Callback = Callable[[Notice], object]
 
 
 @dataclass(frozen=True)
@@ -79,6 +104,8 @@ class DataTask:
         self.description = (function.__doc__ or "").strip()
         self.checks: list[Check] = []
         self.throttles: list[Throttle] = []
+        # Status -> callbacks run after a change to that status has committed.
+        self.callbacks: dict[str, list[Callback]] = {status: [] for status in NOTIFIED_STATUSES}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.version or '?'} {self.name}>"
@@ -96,6 +123,27 @@ class DataTask:
     def throttle(self, function: Throttle) -> Throttle:
         """Register a throttle asked before each batch."""
         self.throttles.append(function)
+        return function
+
+    def on_succeeded(self, function: Callback) -> Callback:
+        """Register a callback run after the task has succeeded."""
+        return self._on("succeeded", function)
+
+    def on_failed(self, function: Callback) -> Callback:
+        """Register a callback run after the task has failed."""
+        return self._on("failed", function)
+
+    def on_paused(self, function: Callback) -> Callback:
+        """Register a callback run after an operator has paused the task."""
+        return self._on("paused", function)
+
+    def on_cancelled(self, function: Callback) -> Callback:
+        """Register a callback run after an operator has cancelled the task."""
+        return self._on("cancelled", function)
+
+    def _on(self, status: str, function: Callback) -> Callback:
+        self.callbacks[status].append(function)
+        _WITH_CALLBACKS.append(weakref.ref(self))
         return function
 
     def ranges(self, session: Session, parts: int) -> list[KeyRange]:
@@ -126,6 +174,21 @@ class DataTask:
     def backoff_seconds(self, session: Session) -> float:
         """The longest back-off any throttle asks for now."""
         return max((float(throttle(session)) for throttle in self.throttles), default=0.0)
+
+
+# Tasks that registered callbacks, oldest first. The version is known only once discovery
+# has loaded the file, so the notifier looks the task up when a change commits.
+_WITH_CALLBACKS: list[weakref.ref[DataTask]] = []
+
+
+def declared_task(version: str) -> DataTask | None:
+    """The task of a version loaded last in this process that registered callbacks, if any."""
+    _WITH_CALLBACKS[:] = [ref for ref in _WITH_CALLBACKS if ref() is not None]
+    for ref in reversed(_WITH_CALLBACKS):
+        task = ref()
+        if task is not None and task.version == version:
+            return task
+    return None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from data_tasks.dry_run import DryRunBatch as DryRunBatch
 from data_tasks.dry_run import DryRunReport as DryRunReport
 from data_tasks.dry_run import dry_run as dry_run
 from data_tasks.errors import DataTaskError, InvalidTransition, UnknownVersion
-from data_tasks.log import log_event
+from data_tasks.history import TaskHistory, acting, entries, operator
+from data_tasks.log import first_line, log_event
 from data_tasks.overview import TaskView, overview
 from data_tasks.publisher import ChunkMessage, Publisher
 from data_tasks.records import TaskRecord, insert_missing, load_all, move, utcnow
@@ -59,33 +60,52 @@ def show(runtime: Runtime, version: str) -> TaskView:
     raise UnknownVersion(version)
 
 
-def retry(runtime: Runtime, version: str) -> Enqueued:
+def history(
+    runtime: Runtime, version: str | None = None, limit: int | None = None
+) -> list[TaskHistory]:
+    """The status changes and operator commands of one task or of all, newest first."""
+    if version is not None:
+        _record(runtime, version)
+    runtime.create_tables()
+    with runtime.session() as session:
+        return entries(session, version, limit)
+
+
+def retry(runtime: Runtime, version: str, actor: str | None = None) -> Enqueued:
     """Hand a failed task to the workers again; it resumes at its cursor."""
-    return _claim(runtime, version, {Status.FAILED}, "retry", "retried: resumes at its cursor")
+    reason = "retried: resumes at its cursor"
+    return _claim(runtime, version, {Status.FAILED}, "retry", reason, actor=actor)
 
 
-def resume(runtime: Runtime, version: str) -> Enqueued:
+def resume(runtime: Runtime, version: str, actor: str | None = None) -> Enqueued:
     """Hand a paused task to the workers again; it resumes at its cursor."""
-    return _claim(runtime, version, {Status.PAUSED}, "resume", "resumed at its cursor")
+    reason = "resumed at its cursor"
+    return _claim(runtime, version, {Status.PAUSED}, "resume", reason, actor=actor)
 
 
-def rerun(runtime: Runtime, version: str) -> Enqueued:
+def rerun(runtime: Runtime, version: str, actor: str | None = None) -> Enqueued:
     """Run a task again from the beginning, in a new epoch (every batch is applied again)."""
-    return _claim(runtime, version, RERUNNABLE, "rerun", "rerun from the beginning", RESTART)
+    reason = "rerun from the beginning"
+    return _claim(runtime, version, RERUNNABLE, "rerun", reason, RESTART, actor=actor)
 
 
-def pause(runtime: Runtime, version: str) -> Status:
+def pause(runtime: Runtime, version: str, actor: str | None = None) -> Status:
     """Stop a queued or running task after its current batch; returns the status it left."""
     sources = {Status.ENQUEUED, Status.RUNNING}
-    return _move(runtime, version, sources, Status.PAUSED, "pause", {})
+    return _move(runtime, version, sources, Status.PAUSED, "pause", actor)
 
 
-def cancel(runtime: Runtime, version: str) -> Status:
+def cancel(runtime: Runtime, version: str, actor: str | None = None) -> Status:
     """Never run a task (further); returns the status it left. `rerun` can revive it."""
-    return _move(runtime, version, NOT_TERMINAL, Status.CANCELLED, "cancel", {})
+    return _move(runtime, version, NOT_TERMINAL, Status.CANCELLED, "cancel", actor)
 
 
-def skip(runtime: Runtime, versions: Sequence[str] = (), all_pending: bool = False) -> list[str]:
+def skip(
+    runtime: Runtime,
+    versions: Sequence[str] = (),
+    all_pending: bool = False,
+    actor: str | None = None,
+) -> list[str]:
     """Record tasks as done without running them; returns the versions it marked."""
     records = _reconcile(runtime)
     if all_pending:
@@ -97,7 +117,8 @@ def skip(runtime: Runtime, versions: Sequence[str] = (), all_pending: bool = Fal
                 raise UnknownVersion(version)
             _require(records[version], {Status.PENDING, Status.FAILED}, Status.SKIPPED, "skip")
     marked: list[str] = []
-    with runtime.session() as session, session.begin():
+    actor = operator(actor)
+    with acting(actor, "skip"), runtime.session() as session, session.begin():
         for version in targets:
             record = records[version]
             values = {"finished_at": utcnow()}
@@ -106,7 +127,8 @@ def skip(runtime: Runtime, versions: Sequence[str] = (), all_pending: bool = Fal
             elif not all_pending:
                 raise _moved_meanwhile(runtime, version, Status.SKIPPED, "skip")
     for version in marked:
-        log_event("operator", command="skip", version=version, epoch=records[version].epoch)
+        epoch = records[version].epoch
+        log_event("operator", command="skip", version=version, epoch=epoch, actor=actor)
     return marked
 
 
@@ -226,6 +248,7 @@ def run_inline(
     should_stop: Callable[[], bool] = _never,
     batches_per_chunk: int | None = None,
     ignore_dependencies: bool = False,
+    actor: str | None = None,
 ) -> InlineRun:
     """Run a task in this process, chunk after chunk, through the same runner and records.
 
@@ -256,7 +279,7 @@ def run_inline(
             raise DataTaskError(
                 f"data task {version} waits on {', '.join(blockers)}: run or skip those first"
             )
-    _claim(local, version, allowed, "run", "run inline")
+    _claim(local, version, allowed, "run", "run inline", actor=actor)
     result = InlineRun(version)
     while inline.queue:
         message, countdown = inline.queue.popleft()
@@ -283,15 +306,18 @@ def _claim(
     command: str,
     reason: str,
     reset: dict[str, object] | None = None,
+    actor: str | None = None,
 ) -> Enqueued:
     """Claim a task with a new epoch and publish its chunk job, as the deploy hook does."""
     record = _record(runtime, version)
     _require(record, allowed, Status.ENQUEUED, command)
     digest = runtime.catalog.file(version).source_hash()
-    won = claim_and_publish(runtime, [Claim(record, record.state, reason, digest)], reset)
+    actor = operator(actor)
+    with acting(actor, command):
+        won = claim_and_publish(runtime, [Claim(record, record.state, reason, digest)], reset)
     if not won:
         raise _moved_meanwhile(runtime, version, Status.ENQUEUED, command)
-    log_event("operator", command=command, version=version, epoch=won[0].epoch)
+    log_event("operator", command=command, version=version, epoch=won[0].epoch, actor=actor)
     return won[0]
 
 
@@ -301,20 +327,32 @@ def _move(
     sources: Collection[Status],
     to: Status,
     command: str,
-    values: dict[str, Any],
+    actor: str | None,
 ) -> Status:
     """Move a task from whichever of the sources it is in; returns the one it left."""
+    values: dict[str, Any] = {}
     if to in (Status.CANCELLED, Status.SKIPPED):
-        values = {"finished_at": utcnow(), **values}
+        values = {"finished_at": utcnow()}
+    actor = operator(actor)
+    _load_callbacks(runtime, version)
     for _ in range(3):  # a runner may move it between our read and our write: read again
         record = _record(runtime, version)
         _require(record, sources, to, command)
-        with runtime.session() as session, session.begin():
+        with acting(actor, command), runtime.session() as session, session.begin():
             moved = move(session, version, record.state, to, None, values)
         if moved:
-            log_event("operator", command=command, version=version, epoch=record.epoch)
+            log_event("operator", command=command, version=version, epoch=record.epoch, actor=actor)
             return record.state
     raise _moved_meanwhile(runtime, version, to, command)
+
+
+def _load_callbacks(runtime: Runtime, version: str) -> None:
+    """Import the task file, so that its own callbacks hear of the operator's change."""
+    try:
+        runtime.catalog.task(version)
+    except Exception as error:
+        # A broken or missing file must not stop a pause or a cancel: global callbacks still run.
+        log_event("callbacks_not_loaded", version=version, error=first_line(error))
 
 
 def _require(record: TaskRecord, allowed: Collection[Status], to: Status, command: str) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -180,6 +181,14 @@ def move(
     sources = [from_] if isinstance(from_, Status) else list(from_)
     for source in sources:
         check_transition(version, source, to)
+    if len(sources) > 1:
+        # The history says which status the task left: lock the row and read it.
+        seen = session.execute(
+            select(TaskRecord.status).where(TaskRecord.version == version).with_for_update()
+        ).scalar()
+        if seen not in sources:
+            return False
+        sources = [Status(seen)]
     statement = (
         update(TaskRecord)
         .where(TaskRecord.version == version)
@@ -202,7 +211,23 @@ def move(
         new_epoch, processed = dict(values or {}).get("epoch", epoch), None
     line = {"version": version, "epoch": new_epoch, "from": "|".join(sources), "to": to.value}
     session.info.setdefault(_STATUS_LINES, []).append({**line, "rows": processed})
+    for hook in MOVE_HOOKS:
+        hook(session, Move(version, sources[0], to))
     return True
+
+
+@dataclass(frozen=True)
+class Move:
+    """One status change made by `move`, not yet committed."""
+
+    version: str
+    from_status: Status
+    to_status: Status
+
+
+# Called by `move` in the change's own transaction: history.py writes its row from here, so
+# a change that is rolled back leaves no history.
+MOVE_HOOKS: list[Callable[[Session, Move], None]] = []
 
 
 # One log line per status change, written once its transaction has committed.

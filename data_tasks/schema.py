@@ -24,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from data_tasks.errors import DataTaskError
+from data_tasks.history import TaskHistory
 from data_tasks.lanes import LaneStatus, TaskLane
 from data_tasks.records import Base, TaskRecord
 from data_tasks.status import DONE, Status
@@ -41,7 +42,12 @@ class SchemaVersion(Base):
     version: Mapped[int] = mapped_column(Integer)
 
 
-TABLES = (TaskRecord.__table__, TaskLane.__table__, SchemaVersion.__table__)
+TABLES = (
+    TaskRecord.__table__,
+    TaskLane.__table__,
+    TaskHistory.__table__,
+    SchemaVersion.__table__,
+)
 
 
 class SchemaTooNew(DataTaskError):

@@ -61,9 +61,26 @@ def cmd_status(runtime: Runtime, args: argparse.Namespace) -> int:
 
 
 def cmd_show(runtime: Runtime, args: argparse.Namespace) -> int:
-    """Print one record whole."""
+    """Print one record whole, then its history oldest first."""
     view = operations.show(runtime, args.version)
-    print(json.dumps(view.as_dict(), indent=2) if args.json else format_record(view))
+    rows = operations.history(runtime, args.version)[::-1]
+    if args.json:
+        print(json.dumps({**view.as_dict(), "history": [row.as_dict() for row in rows]}, indent=2))
+    else:
+        print(format_record(view) + "\nhistory:\n" + "\n".join(row.line() for row in rows))
+    return OK
+
+
+def cmd_history(runtime: Runtime, args: argparse.Namespace) -> int:
+    """Print the status changes and operator commands, newest first."""
+    if args.limit is not None and args.limit < 1:
+        print(f"error: --limit must be at least 1, not {args.limit}", file=sys.stderr)
+        return USAGE
+    rows = operations.history(runtime, args.version, args.limit)
+    if args.json:
+        print(json.dumps([row.as_dict() for row in rows], indent=2))
+    else:
+        print("\n".join(row.line() for row in rows) if rows else "no history yet")
     return OK
 
 
@@ -78,6 +95,8 @@ def cmd_run(runtime: Runtime, args: argparse.Namespace) -> int:
     live = sys.stdout.isatty()
 
     def show_progress(summary: dict[str, Any]) -> None:
+        if "processed" not in summary:
+            return  # a chunk that never started (its file is broken) has no progress
         seconds = float(summary.get("seconds") or 0.0)
         rate = summary.get("rows", 0) / seconds if seconds > 0 else None
         progress = Progress(summary["processed"], summary.get("total"), rows_per_second=rate)
@@ -92,6 +111,7 @@ def cmd_run(runtime: Runtime, args: argparse.Namespace) -> int:
             on_progress=show_progress,
             on_chunk=show_progress,
             should_stop=interrupted,
+            actor=args.actor,
         )
     if live:
         print()
@@ -129,12 +149,12 @@ def _interrupt_flag() -> Iterator[Callable[[], bool]]:
 
 def cmd_retry(runtime: Runtime, args: argparse.Namespace) -> int:
     """Resume a failed task at its cursor."""
-    return _enqueued(operations.retry(runtime, args.version))
+    return _enqueued(operations.retry(runtime, args.version, args.actor))
 
 
 def cmd_resume(runtime: Runtime, args: argparse.Namespace) -> int:
     """Resume a paused task at its cursor."""
-    return _enqueued(operations.resume(runtime, args.version))
+    return _enqueued(operations.resume(runtime, args.version, args.actor))
 
 
 def cmd_rerun(runtime: Runtime, args: argparse.Namespace) -> int:
@@ -146,7 +166,7 @@ def cmd_rerun(runtime: Runtime, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return USAGE
-    return _enqueued(operations.rerun(runtime, args.version))
+    return _enqueued(operations.rerun(runtime, args.version, args.actor))
 
 
 def _enqueued(item: Any) -> int:
@@ -156,14 +176,14 @@ def _enqueued(item: Any) -> int:
 
 def cmd_pause(runtime: Runtime, args: argparse.Namespace) -> int:
     """Pause a queued or running task after its current batch."""
-    left = operations.pause(runtime, args.version)
+    left = operations.pause(runtime, args.version, args.actor)
     print(f"paused {args.version} (was {left}; a running chunk stops after its batch)")
     return OK
 
 
 def cmd_cancel(runtime: Runtime, args: argparse.Namespace) -> int:
     """Cancel a task that is not done."""
-    left = operations.cancel(runtime, args.version)
+    left = operations.cancel(runtime, args.version, args.actor)
     print(f"cancelled {args.version} (was {left})")
     return OK
 
@@ -173,7 +193,7 @@ def cmd_skip(runtime: Runtime, args: argparse.Namespace) -> int:
     if bool(args.versions) == bool(args.all_pending):
         print("error: skip takes VERSION... or --all-pending, not both", file=sys.stderr)
         return USAGE
-    marked = operations.skip(runtime, args.versions, all_pending=args.all_pending)
+    marked = operations.skip(runtime, args.versions, args.all_pending, args.actor)
     names = {view.record.version: view.record.name for view in operations.status(runtime)}
     for version in marked:
         print(f"skipped {version} {names.get(version, '')}".rstrip())
@@ -288,7 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="the records database (default: DATABASE_URL, from the environment or ./.env)",
     )
+    database.add_argument(
+        "--actor",
+        default=argparse.SUPPRESS,
+        help="who runs the command, for the history (default: DATA_TASKS_ACTOR, else user@host)",
+    )
     parser.add_argument("--database-url", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--actor", default=None, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, handler: Handler, help: str, version: bool = True) -> Any:
@@ -302,6 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="every record field, for scripts")
     show = command("show", cmd_show, "show one record whole, with its traceback")
     show.add_argument("--json", action="store_true", help="as JSON")
+    history = command("history", cmd_history, "status changes, newest first", version=False)
+    history.add_argument("version", nargs="?", help="one data task's (default: every task's)")
+    history.add_argument("--limit", type=int, default=None, help="at most this many rows")
+    history.add_argument("--json", action="store_true", help="as JSON")
     run = command("run", cmd_run, "run a data task in this process")
     run.add_argument("--inline", action="store_true", help="run here, with a live progress bar")
     command("retry", cmd_retry, "resume a failed data task at its cursor")
