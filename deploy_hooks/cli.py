@@ -5,15 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import signal
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
-from importlib import metadata, resources
-from pathlib import Path
+from importlib import metadata
 from types import FrameType
 from typing import Any
 
@@ -30,9 +27,8 @@ from data_tasks.runtime import COMMAND_TIMEOUTS, Runtime
 from data_tasks.settings import Settings, read_dotenv
 from deploy_hooks.exit_codes import FAILED, OK, TIMED_OUT, USAGE, fail
 from deploy_hooks.formatting import bar, format_record, format_seconds, format_table
+from deploy_hooks.new_task import new_task_file
 from deploy_hooks.publishing import LazyCeleryPublisher
-
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 def installed_version() -> str:
@@ -269,25 +265,6 @@ def _first_line(error: BaseException) -> str:
     message = str(getattr(error, "orig", None) or error).strip()
     first = message.splitlines()[0] if message else ""
     return f"{type(getattr(error, 'orig', None) or error).__name__}: {first}".rstrip(": ")
-
-
-def new_task_file(tasks_dir: Path, name: str, now: datetime | None = None) -> Path:
-    """Write a new task file from the template and return its path."""
-    if not NAME_PATTERN.match(name):
-        raise ValueError(f"name {name!r} must be snake_case: lower-case letters, digits, _")
-    taken = re.compile(r"\d{14}_" + re.escape(name) + r"\.py")
-    for existing in sorted(tasks_dir.glob(f"*_{name}.py")):
-        if taken.fullmatch(existing.name):
-            raise ValueError(f"a data task named {name!r} already exists: {existing}")
-    version = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
-    tasks_dir.mkdir(parents=True, exist_ok=True)
-    path = tasks_dir / f"{version}_{name}.py"
-    if path.exists():
-        raise ValueError(f"{path} already exists")
-    template = resources.files("data_tasks").joinpath("templates/task.py.tmpl").read_text()
-    description = name.replace("_", " ").capitalize() + "."
-    path.write_text(template.format(description=description, name=name, table="my_table"))
-    return path
 
 
 def cmd_new(settings: Settings, args: argparse.Namespace) -> int:

@@ -12,7 +12,8 @@ from data_tasks.discovery import discover, load
 from data_tasks.records import RECORD_FIELDS
 from data_tasks.runtime import Runtime
 from data_tasks.shapes import KeysetBackfill
-from deploy_hooks.cli import main, new_task_file
+from deploy_hooks.cli import main
+from deploy_hooks.new_task import new_task_file
 from tests.conftest import copy_tasks
 from tests.items import create_items
 from tests.processes import environment, run_cli
