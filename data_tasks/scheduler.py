@@ -302,6 +302,12 @@ def claim_and_publish(
     """
     if not claims:
         return []
+    try:
+        # Claim nothing while Redis cannot take the jobs; should it fail between the claim and
+        # the publish all the same, the next pass publishes what has no queued marker.
+        runtime.coordinator.client.ping()
+    except RedisError as error:
+        raise unavailable(runtime.settings, error) from None
     won: list[Enqueued] = []
     messages: list[ChunkMessage] = []
     now = utcnow()
