@@ -74,7 +74,10 @@ class KeysetBackfill(DataTask):
 
     def ranges(self, session: Session, parts: int) -> list[KeyRange]:
         """`parts` ranges of about equal numbers of keys, up to the largest key now."""
-        about = f"data task {self.version} {self.name} (keyset_backfill of {self.table.name})"
+        by = ", ".join(c.name for c in self.keys.columns)
+        about = (
+            f"data task {self.version} {self.name} (keyset_backfill of {self.table.name} by {by})"
+        )
         return cut_ranges(session, self._key_select(), parts, self.options.follow_new_rows, about)
 
     def plan(
@@ -152,7 +155,8 @@ class RowIteration(DataTask):
         """`parts` ranges of about equal numbers of rows, up to the largest key now."""
         every = self.query.subquery()
         keys = select(*(every.c[p].label(f"k{i}") for i, p in enumerate(self.positions)))
-        about = f"data task {self.version} {self.name} (row_iteration)"
+        by = ", ".join(str(c.key) for c in self.keys.columns)
+        about = f"data task {self.version} {self.name} (row_iteration by {by})"
         return cut_ranges(session, keys, parts, self.options.follow_new_rows, about)
 
     def plan(
