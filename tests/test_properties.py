@@ -22,16 +22,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 from sqlalchemy import (
-    BigInteger,
     Column,
-    DateTime,
     Engine,
     Integer,
     MetaData,
-    Numeric,
     Table,
     Text,
-    Uuid,
     text,
     update,
 )
@@ -42,18 +38,18 @@ from data_tasks.lanes import TaskLane
 from data_tasks.runtime import Runtime
 from data_tasks.status import Status
 from tests.running import record
-from tests.test_soundness import write_task
+from tests.test_soundness import TYPES, write_task
 
 settings.register_profile(
     "ci",
-    max_examples=25,
+    max_examples=60,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 settings.register_profile(
     "fuzz",
-    max_examples=400,
+    max_examples=600,
     deadline=None,
     database=DirectoryBasedExampleDatabase(".pytest_cache/hypothesis"),
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -75,15 +71,6 @@ KEY_TYPES: dict[str, tuple[str, Any]] = {
     ),
     "numeric": ("Numeric(12, 3)", lambda n: Decimal(n) / 1000),
     "composite": ("Integer()", lambda n: n // 3),
-}
-TYPES: dict[str, Any] = {
-    "Integer()": Integer(),
-    "BigInteger()": BigInteger(),
-    "Text()": Text(),
-    "Uuid()": Uuid(),
-    "DateTime()": DateTime(),
-    "DateTime(timezone=True)": DateTime(timezone=True),
-    "Numeric(12, 3)": Numeric(12, 3),
 }
 _numbers = itertools.count(1)
 

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Uuid,
     text,
 )
+from sqlalchemy.types import TypeEngine
 
 from data_tasks import operations
 from data_tasks.cursors import decode_cursor, encode_cursor
@@ -252,7 +253,8 @@ KEY_TYPES: dict[str, tuple[str, Any]] = {
     ),
     "numeric": ("Numeric(12, 3)", lambda n: Decimal(n * 125) / 100 + 5),
 }
-TYPES = {
+# The key types a task file may spell, by how it spells them.
+TYPES: dict[str, TypeEngine[Any]] = {
     "Integer()": Integer(),
     "BigInteger()": BigInteger(),
     "Text()": Text(),
