@@ -285,6 +285,9 @@ def keyset_backfill(
 ) -> Callable[[Callable[[Session, Any, Any], Any]], KeysetBackfill]:
     """Declare a keyset backfill: `fn(session, first_key, last_key)` per batch of keys.
 
+    key may name several columns, ("tenant_id", "id"): the bounds are then tuples. A run whose
+    keys include a NULL is refused at its start (filter them out with `where`).
+
     parallel=N splits the keys into N lanes at the start, run side by side by N chunk jobs.
     The run ends at the largest key present when it started; follow_new_rows=True also takes
     rows inserted meanwhile (and runs as long as they keep coming).
@@ -321,6 +324,10 @@ def row_iteration(
     follow_new_rows: bool = False,
 ) -> Callable[[Callable[[Session, Sequence[Any]], Any]], RowIteration]:
     """Declare a row iteration: `fn(session, rows)` per page of the query, paged by `key`.
+
+    The query must not have its own ORDER BY, LIMIT or OFFSET: pages follow the key. A page
+    never ends inside a key, so all rows of a key a join repeats are in one page. key may
+    name several columns; a run whose keys include a NULL is refused at its start.
 
     parallel=N splits the rows into N lanes at the start, run side by side by N chunk jobs.
     The run ends at the largest key present when it started; follow_new_rows=True also takes
