@@ -42,14 +42,14 @@ from tests.test_soundness import TYPES, write_task
 
 settings.register_profile(
     "ci",
-    max_examples=60,
+    max_examples=150,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 settings.register_profile(
     "fuzz",
-    max_examples=600,
+    max_examples=2000,
     deadline=None,
     database=DirectoryBasedExampleDatabase(".pytest_cache/hypothesis"),
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
