@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench reliability clean
+.PHONY: setup demo test lint bench reliability fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 	@big=$$(find data_tasks deploy_hooks worker -name '*.py' | xargs wc -l | awk '$$2 != "total" && $$1 > 400'); \
 	if [ -n "$$big" ]; then echo "modules over 400 lines:"; echo "$$big"; exit 1; fi
+
+# The property tests with many more generated tables and runs than CI's profile (minutes).
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q tests/test_properties.py --hypothesis-show-statistics
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

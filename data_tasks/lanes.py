@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from data_tasks.cursors import cursor_json
 from data_tasks.data_task import KeyRange
 from data_tasks.records import (
     MYSQL_DIALECTS,
@@ -104,9 +105,10 @@ class TaskLane(Base):
             "epoch": self.epoch,
             "processed": self.processed,
             "total": self.total,
-            "cursor": decode_cursor(self.cursor),
-            "lower": decode_cursor(self.lower),
-            "upper": decode_cursor(self.upper),
+            # JSON as stored: a uuid, a timestamp or a decimal key stays its tagged form.
+            "cursor": cursor_json(self.cursor),
+            "lower": cursor_json(self.lower),
+            "upper": cursor_json(self.upper),
             "attempts": self.attempts,
             "last_error": self.last_error,
             "heartbeat_at": self.heartbeat_at.isoformat() if self.heartbeat_at else None,

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from data_tasks.cursors import cursor_json
 from data_tasks.data_task import Progress
 from data_tasks.discovery import discover, load
 from data_tasks.errors import DataTaskError
@@ -43,7 +44,7 @@ class TaskView:
             "waiting_on": list(self.waiting_on),
             "has_file": self.has_file,
             # Where the next batch starts, for a task that runs as one lane.
-            "cursor": self.lanes[0].cursor_value if len(self.lanes) == 1 else None,
+            "cursor": cursor_json(self.lanes[0].cursor) if len(self.lanes) == 1 else None,
             "lanes": [lane.as_dict() for lane in self.lanes],
         }
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +23,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+# The cursor encoding lives in its own module; these names stay importable from here.
+from data_tasks.cursors import decode_cursor as decode_cursor
+from data_tasks.cursors import encode_cursor as encode_cursor
 from data_tasks.errors import UnknownVersion
 from data_tasks.log import log_event
 from data_tasks.status import Status, check_transition
@@ -63,18 +65,6 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         return value
-
-
-def encode_cursor(cursor: Any) -> str | None:
-    """Canonical JSON text of a cursor, so that equal cursors compare equal in SQL."""
-    if cursor is None:
-        return None
-    return json.dumps(cursor, sort_keys=True, separators=(",", ":"))
-
-
-def decode_cursor(text: str | None) -> Any:
-    """The cursor stored as JSON text."""
-    return None if text is None else json.loads(text)
 
 
 class Base(DeclarativeBase):

@@ -5,42 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import (
-    Integer,
-    Select,
-    bindparam,
-    column,
-    func,
-    literal_column,
-    select,
-    table,
-    text,
-)
+from sqlalchemy import Integer, Select, bindparam, column, select, table, text
 from sqlalchemy.orm import Session
 
 from data_tasks.data_task import FINISHED, Batch, DataTask, KeyRange, Options, as_versions
-
-
-def cut_ranges(session: Session, keys: Select[Any], parts: int, follow: bool) -> list[KeyRange]:
-    """Cut the keys (one column labelled k) into `parts` ranges of about equal size.
-
-    The last range ends at the largest key present now, unless the run follows new rows.
-    """
-    every = keys.subquery()
-    total, largest = session.execute(select(func.count(), func.max(every.c.k))).one()
-    if not total:
-        return [KeyRange(lower=None, upper=None, total=0, empty=not follow)]
-    offsets = sorted({total * part // parts for part in range(1, parts)} - {0})
-    ordered = select(every.c.k).order_by(every.c.k)
-    # The last key of each range but the last, read at its offset in key order.
-    bounds = [session.execute(ordered.offset(at - 1).limit(1)).scalar_one() for at in offsets]
-    uppers = [*bounds, None if follow else largest]
-    lowers = [None, *bounds]
-    sizes = [b - a for a, b in zip([0, *offsets], [*offsets, total], strict=True)]
-    return [
-        KeyRange(lower=lower, upper=upper, total=size)
-        for lower, upper, size in zip(lowers, uppers, sizes, strict=True)
-    ]
+from data_tasks.paging import Keys, cut_ranges, key_of
 
 
 class OneShot(DataTask):
@@ -63,6 +32,13 @@ class OneShot(DataTask):
         return self.function(session)
 
 
+def _key_names(key: str | Sequence[str]) -> list[str]:
+    names = [key] if isinstance(key, str) else [str(name) for name in key]
+    if not names:
+        raise ValueError("key names no column")
+    return names
+
+
 class KeysetBackfill(DataTask):
     """Batches of `batch_size` keys of a table in key order; the function gets their bounds."""
 
@@ -73,13 +49,15 @@ class KeysetBackfill(DataTask):
         function: Callable[..., Any],
         options: Options,
         table_name: str,
-        key: str,
+        key: str | Sequence[str],
         where: str | None,
     ) -> None:
         super().__init__(function, options)
         schema, _, name = table_name.rpartition(".")
-        self.table = table(name, column(key), schema=schema or None)
-        self.key = self.table.c[key]
+        names = _key_names(key)
+        self.table = table(name, *(column(n) for n in names), schema=schema or None)
+        self.keys = Keys([self.table.c[n] for n in names])
+        self.positions = list(range(len(names)))
         self.where = where
         self._plans = {
             (first, open_): self._plan_statement(first, open_)
@@ -87,38 +65,48 @@ class KeysetBackfill(DataTask):
             for open_ in (True, False)
         }
 
-    def _keys(self) -> Select[Any]:
-        """Every key the task covers, as one column labelled k."""
-        keys = select(self.key.label("k"))
+    def _key_select(self) -> Select[Any]:
+        """Every key the task covers, as columns labelled k0, k1..."""
+        keys = select(*(c.label(f"k{i}") for i, c in enumerate(self.keys.columns)))
         if self.where:
             keys = keys.where(text(f"({self.where})"))
         return keys
 
     def ranges(self, session: Session, parts: int) -> list[KeyRange]:
         """`parts` ranges of about equal numbers of keys, up to the largest key now."""
-        return cut_ranges(session, self._keys(), parts, self.options.follow_new_rows)
+        by = ", ".join(c.name for c in self.keys.columns)
+        about = (
+            f"data task {self.version} {self.name} (keyset_backfill of {self.table.name} by {by})"
+        )
+        return cut_ranges(session, self._key_select(), parts, self.options.follow_new_rows, about)
 
     def plan(
         self, session: Session, cursor: Any, batch_size: int, upper: Any = None
     ) -> Batch | None:
         """The first and last of the next `batch_size` keys, read in one index-ordered query."""
         statement = self._plans[(cursor is None, upper is None)]
-        parameters = {"plan_after": cursor, "plan_upper": upper, "plan_limit": batch_size}
-        low, high, count = session.connection().execute(statement, parameters).one()
-        if not count:
+        parameters = {
+            **self.keys.parameters("plan_after", cursor),
+            **self.keys.parameters("plan_upper", upper),
+            "plan_limit": batch_size,
+        }
+        # The keys themselves, not min() and max(): those do not exist for uuid on PostgreSQL
+        # nor for a row value.
+        keys = session.connection().execute(statement, parameters).all()
+        if not keys:
             return None
-        return Batch(next_cursor=high, size=int(count), payload=(low, high))
+        first, last = key_of(keys[0], self.positions), key_of(keys[-1], self.positions)
+        return Batch(next_cursor=last, size=len(keys), payload=(first, last))
 
-    def _plan_statement(self, from_start: bool, unbounded: bool) -> Select[Any, Any, int]:
+    def _plan_statement(self, from_start: bool, unbounded: bool) -> Select[Any]:
         # Built once per task: the plan runs once per batch, and building it each time cost
         # about as much as the query.
-        keys = self._keys()
+        keys = self._key_select().where(self.keys.not_null())
         if not from_start:
-            keys = keys.where(self.key > bindparam("plan_after"))
+            keys = keys.where(self.keys.after("plan_after"))
         if not unbounded:
-            keys = keys.where(self.key <= bindparam("plan_upper"))
-        page = keys.order_by(self.key).limit(bindparam("plan_limit", type_=Integer())).subquery()
-        return select(func.min(page.c.k), func.max(page.c.k), func.count(literal_column("*")))
+            keys = keys.where(self.keys.at_most("plan_upper"))
+        return keys.order_by(*self.keys.columns).limit(bindparam("plan_limit", type_=Integer()))
 
     def apply(self, session: Session, batch: Batch) -> Any:
         """Call the function with the session and the inclusive bounds."""
@@ -127,50 +115,88 @@ class KeysetBackfill(DataTask):
 
 
 class RowIteration(DataTask):
-    """A select() paged by a key column; the function gets each page of rows."""
+    """A select() paged by a key; the function gets each page of rows.
+
+    A page never ends inside a key: all rows of a key are in the same page, so a key that a
+    join repeats is applied once, in one page.
+    """
 
     shape = "row iteration"
 
     def __init__(
-        self, function: Callable[..., Any], options: Options, query: Select[Any], key: str
+        self,
+        function: Callable[..., Any],
+        options: Options,
+        query: Select[Any],
+        key: str | Sequence[str],
     ) -> None:
         super().__init__(function, options)
+        # The pages follow the key's order: any other order would skip and repeat rows.
+        if not query.compare(query.order_by(None)):
+            raise ValueError("row_iteration pages by its key; remove .order_by(...)")
+        if not query.compare(query.limit(None).offset(None)):
+            raise ValueError("row_iteration pages by its key; remove .limit(...) and .offset(...)")
         self.query = query
         names = [c.key for c in query.selected_columns]
-        if key not in names:
-            raise ValueError(f"key {key!r} is not among the selected columns {names}")
-        self.key_index = names.index(key)
-        self.key = query.selected_columns[key]
+        wanted = _key_names(key)
+        for name in wanted:
+            if name not in names:
+                raise ValueError(f"key {name!r} is not among the selected columns {names}")
+        self.positions = [names.index(name) for name in wanted]
+        self.keys = Keys([query.selected_columns[name] for name in wanted])
         self._pages = {
             (first, open_): self._page_statement(first, open_)
             for first in (True, False)
             for open_ in (True, False)
         }
+        self._one_key = self.query.where(self.keys.equals("page_key"))
 
     def ranges(self, session: Session, parts: int) -> list[KeyRange]:
         """`parts` ranges of about equal numbers of rows, up to the largest key now."""
-        keys = select(self.query.subquery().c[self.key_index].label("k"))
-        return cut_ranges(session, keys, parts, self.options.follow_new_rows)
+        every = self.query.subquery()
+        keys = select(*(every.c[p].label(f"k{i}") for i, p in enumerate(self.positions)))
+        by = ", ".join(str(c.key) for c in self.keys.columns)
+        about = f"data task {self.version} {self.name} (row_iteration by {by})"
+        return cut_ranges(session, keys, parts, self.options.follow_new_rows, about)
 
     def plan(
         self, session: Session, cursor: Any, batch_size: int, upper: Any = None
     ) -> Batch | None:
-        """Read the next page of rows."""
+        """Read the next page of rows: `batch_size` rows, or more to finish its last key."""
         statement = self._pages[(cursor is None, upper is None)]
-        parameters = {"page_after": cursor, "page_upper": upper, "page_limit": batch_size}
+        parameters = {
+            **self.keys.parameters("page_after", cursor),
+            **self.keys.parameters("page_upper", upper),
+            # One row more than the page, to see whether its last key goes on after it.
+            "page_limit": batch_size + 1,
+        }
         rows = session.connection().execute(statement, parameters).all()
         if not rows:
             return None
-        return Batch(next_cursor=rows[-1][self.key_index], size=len(rows), payload=rows)
+        if len(rows) > batch_size and self._key(rows[batch_size]) == self._key(
+            rows[batch_size - 1]
+        ):
+            # The page would end inside its last key: leave that key to the next page, or,
+            # when the page holds nothing else, take every row of it.
+            last = self._key(rows[batch_size - 1])
+            before = [row for row in rows[:batch_size] if self._key(row) != last]
+            parameters = self.keys.parameters("page_key", last)
+            rows = before or list(session.connection().execute(self._one_key, parameters))
+        else:
+            rows = rows[:batch_size]
+        return Batch(next_cursor=self._key(rows[-1]), size=len(rows), payload=rows)
+
+    def _key(self, row: Sequence[Any]) -> Any:
+        return key_of(row, self.positions)
 
     def _page_statement(self, from_start: bool, unbounded: bool) -> Select[Any]:
         # Built once per task, like the keyset plan: it runs once per batch.
-        query = self.query
+        query = self.query.where(self.keys.not_null())
         if not from_start:
-            query = query.where(self.key > bindparam("page_after"))
+            query = query.where(self.keys.after("page_after"))
         if not unbounded:
-            query = query.where(self.key <= bindparam("page_upper"))
-        return query.order_by(self.key).limit(bindparam("page_limit", type_=Integer()))
+            query = query.where(self.keys.at_most("page_upper"))
+        return query.order_by(*self.keys.columns).limit(bindparam("page_limit", type_=Integer()))
 
     def apply(self, session: Session, batch: Batch) -> Any:
         """Call the function with the session and the rows."""
@@ -245,7 +271,7 @@ def one_shot(
 def keyset_backfill(
     table_name: str,
     *,
-    key: str = "id",
+    key: str | Sequence[str] = "id",
     where: str | None = None,
     batch_size: int = 1000,
     target_batch_seconds: float | None = None,
@@ -258,6 +284,9 @@ def keyset_backfill(
     follow_new_rows: bool = False,
 ) -> Callable[[Callable[[Session, Any, Any], Any]], KeysetBackfill]:
     """Declare a keyset backfill: `fn(session, first_key, last_key)` per batch of keys.
+
+    key may name several columns, ("tenant_id", "id"): the bounds are then tuples. A run whose
+    keys include a NULL is refused at its start (filter them out with `where`).
 
     parallel=N splits the keys into N lanes at the start, run side by side by N chunk jobs.
     The run ends at the largest key present when it started; follow_new_rows=True also takes
@@ -283,7 +312,7 @@ def keyset_backfill(
 def row_iteration(
     query: Select[Any],
     *,
-    key: str = "id",
+    key: str | Sequence[str] = "id",
     batch_size: int = 500,
     target_batch_seconds: float | None = None,
     min_batch_size: int = Options.min_batch_size,
@@ -295,6 +324,10 @@ def row_iteration(
     follow_new_rows: bool = False,
 ) -> Callable[[Callable[[Session, Sequence[Any]], Any]], RowIteration]:
     """Declare a row iteration: `fn(session, rows)` per page of the query, paged by `key`.
+
+    The query must not have its own ORDER BY, LIMIT or OFFSET: pages follow the key. A page
+    never ends inside a key, so all rows of a key a join repeats are in one page. key may
+    name several columns; a run whose keys include a NULL is refused at its start.
 
     parallel=N splits the rows into N lanes at the start, run side by side by N chunk jobs.
     The run ends at the largest key present when it started; follow_new_rows=True also takes
