@@ -265,6 +265,8 @@ TYPES: dict[str, TypeEngine[Any]] = {
 }
 
 
+# The generated tables use TEXT keys, which MariaDB cannot index without a length.
+@pytest.mark.parametrize("db_runtime", ["postgresql", "sqlite"], indirect=True)
 @pytest.mark.parametrize("key_type", sorted(KEY_TYPES))
 def test_each_key_type_pages_every_row_once_in_both_shapes(
     db_runtime: Runtime, key_type: str
