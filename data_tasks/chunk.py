@@ -6,8 +6,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from data_tasks.publisher import ChunkMessage
-
 
 class Fenced(Exception):
     """Another chunk owns the lane now, or its run was paused, cancelled or claimed again."""
@@ -36,11 +34,6 @@ class Chunk:
     def ids(self) -> dict[str, Any]:
         """Which job this is, for log lines and summaries."""
         return {"version": self.version, "lane": self.lane, "epoch": self.epoch}
-
-    @property
-    def message(self) -> ChunkMessage:
-        """The job that carries on this lane at this epoch."""
-        return ChunkMessage(self.version, self.epoch, lane=self.lane)
 
     def parameters(self) -> dict[str, Any]:
         """The bind parameters that fence a statement on this lane (see lanes.py)."""

@@ -20,6 +20,7 @@ from redis.lock import Lock
 from redis.retry import Retry
 
 from data_tasks.errors import PassRunning, ServiceUnavailable
+from data_tasks.log import first_line
 from data_tasks.settings import Settings, redact
 
 # A queued marker outlives any sensible wait in the queue; after it, the sweep re-publishes
@@ -75,8 +76,7 @@ def connect(settings: Settings, timeout: float | None = None) -> redis.Redis:
 
 def unavailable(settings: Settings, error: RedisError) -> ServiceUnavailable:
     """The one-line error for a Redis that cannot be reached."""
-    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return ServiceUnavailable("Redis", redact(settings.redis_url), reason)
+    return ServiceUnavailable("Redis", redact(settings.redis_url), first_line(error))
 
 
 class Lease:
@@ -124,7 +124,7 @@ class Lease:
                 self.shutting_down = bool(shutting_down)
                 self.error = None
             except RedisError as error:
-                self.error = str(error).splitlines()[0] if str(error) else type(error).__name__
+                self.error = first_line(error)
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to `seconds`; returns early (True) when the worker begins shutting down."""
@@ -241,12 +241,6 @@ class Coordinator:
         # A worker killed before its start commits leaves the lane enqueued with no marker,
         # so the sweep publishes it again instead of waiting for the broker's visibility timeout.
         self._unmark(keys=[self.queued_key(version, lane)], args=[epoch])
-
-    def forget_queued(self, lanes: Iterable[tuple[str, int]]) -> None:
-        """Drop markers whose job was never published, so that the next pass publishes it."""
-        keys = [self.queued_key(version, lane) for version, lane in lanes]
-        if keys:
-            self.client.delete(*keys)
 
     def queued_epochs(self, lanes: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
         """The epoch each lane was last queued at, None where Redis has no marker."""
