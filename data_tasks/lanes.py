@@ -16,8 +16,10 @@ from typing import Any, cast
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    ColumnElement,
     Engine,
     Integer,
+    Select,
     String,
     Table,
     Text,
@@ -32,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from data_tasks.cursors import cursor_json
+from data_tasks.cursors import cursor_json, cursor_text_in_sql
 from data_tasks.data_task import KeyRange
 from data_tasks.records import (
     MYSQL_DIALECTS,
@@ -259,6 +261,44 @@ def _advance_statement(from_start: bool) -> Update:
 # round trip itself.
 ADVANCE_FROM_START = _advance_statement(from_start=True)
 ADVANCE = _advance_statement(from_start=False)
+
+
+def advance_over(keys: Select[Any], like: Any, from_start: bool) -> Update | None:
+    """The compare-and-set that also plans a keyset batch, in one statement and round trip.
+
+    `keys` reads the batch's keys (labelled k0, k1... in key order); the statement moves the
+    cursor to the last of them and returns `size` and the first and last keys (first_0...,
+    last_0...). An empty batch leaves the cursor where it is and returns size 0; a fenced
+    chunk gets no row. None when SQL cannot write the cursor of keys typed like `like`.
+    """
+    table = cast(Table, TaskLane.__table__)
+    batch = keys.cte("batch")
+    columns: list[ColumnElement[Any]] = list(batch.c)
+    last_text = cursor_text_in_sql(columns, like)
+    if last_text is None:
+        return None
+    backwards = [column.desc() for column in columns]
+    size = select(func.count()).select_from(batch).scalar_subquery()
+    last_cursor = select(last_text).order_by(*backwards).limit(1).scalar_subquery()
+    edges = [
+        select(column).order_by(*order).limit(1).scalar_subquery().label(f"{end}_{i}")
+        for end, order in (("first", columns), ("last", backwards))
+        for i, column in enumerate(columns)
+    ]
+    return (
+        update(table)
+        .where(_lane_is(table, LaneStatus.RUNNING))
+        .where(table.c.cursor.is_(None) if from_start else table.c.cursor == bindparam("l_old"))
+        .where(run_is_live())
+        .values(
+            cursor=func.coalesce(last_cursor, table.c.cursor),
+            processed=table.c.processed + size,
+            heartbeat_at=bindparam("l_beat", type_=table.c.heartbeat_at.type),
+            attempts=0,
+            batch_size=bindparam("l_batch_size"),
+        )
+        .returning(size.label("size"), *edges)
+    )
 
 
 def _leave_statement(to: LaneStatus) -> Update:

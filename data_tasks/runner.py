@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from data_tasks.chunk import Chunk, Fenced
 from data_tasks.coordination import Lease
 from data_tasks.data_task import FINISHED, Batch, DataTask
+from data_tasks.folded_plan import FoldedPlan
 from data_tasks.errors import InvalidTaskFile, UnknownVersion
 from data_tasks.lanes import ADVANCE, ADVANCE_FROM_START, START, TaskLane, add_lanes
 from data_tasks.log import first_line, log_event
@@ -197,6 +198,7 @@ def _run_batches(runtime: Runtime, task: DataTask, chunk: Chunk, lease: Lease) -
         return time.monotonic() - chunk.started >= budget
 
     with runtime.held_session() as session:
+        folded = FoldedPlan(task, runtime.engine.dialect.update_returning)
         while True:
             if lease.lost:
                 # Only a chunk the database let start takes a lease over: this one is fenced.
@@ -219,7 +221,7 @@ def _run_batches(runtime: Runtime, task: DataTask, chunk: Chunk, lease: Lease) -
                     if lease.wait(min(backoff, left)) or out_of_time():
                         return continue_later(runtime, chunk, "throttled")
                     continue
-            if _run_one_batch(session, task, chunk):
+            if _run_one_batch(session, task, chunk, folded):
                 return finish_lane(runtime, task, chunk)
             now = time.monotonic()
             if runtime.on_progress is not None and now - last_progress >= PROGRESS_INTERVAL_SECONDS:
@@ -227,23 +229,24 @@ def _run_batches(runtime: Runtime, task: DataTask, chunk: Chunk, lease: Lease) -
                 runtime.on_progress(chunk.summary("running"))
 
 
-def _run_one_batch(session: Session, task: DataTask, chunk: Chunk) -> bool:
+def _run_one_batch(session: Session, task: DataTask, chunk: Chunk, folded: FoldedPlan) -> bool:
     """Plan, fence, apply and commit one batch; True when the lane has nothing left to do."""
     began = time.monotonic()
     try:
         with session.begin():
-            batch = task.plan(session, chunk.cursor, chunk.batch_size, chunk.upper)
-            if batch is None:
-                return True
-            if batch.cursor_from_apply:
-                _compare_and_set(session, chunk, chunk.cursor, 0)
-                returned = task.apply(session, batch)
-                next_cursor = FINISHED if returned is None else returned
-                _advance(session, chunk, next_cursor, batch)
-            else:
-                _compare_and_set(session, chunk, batch.next_cursor, batch.size)
+            statement = folded.statement(chunk)
+            if statement is not None:
+                # Planned and fenced at once: the cursor has moved over the batch already.
+                batch = folded.plan_and_advance(session, chunk, statement)
+                if batch is None:
+                    return True
                 task.apply(session, batch)
                 next_cursor = batch.next_cursor
+            else:
+                batch = task.plan(session, chunk.cursor, chunk.batch_size, chunk.upper)
+                if batch is None:
+                    return True
+                next_cursor = _fence_and_apply(session, task, chunk, batch)
     except BaseException:
         session.rollback()
         raise
@@ -253,6 +256,20 @@ def _run_one_batch(session: Session, task: DataTask, chunk: Chunk) -> bool:
     chunk.batches += 1
     adapt_batch_size(task, chunk, batch, time.monotonic() - began)
     return False
+
+
+def _fence_and_apply(session: Session, task: DataTask, chunk: Chunk, batch: Batch) -> Any:
+    """Move the cursor over a planned batch if this chunk still owns the lane, then apply it;
+    returns the next cursor (a custom batch's function returns it, recorded after)."""
+    if not batch.cursor_from_apply:
+        _compare_and_set(session, chunk, batch.next_cursor, batch.size)
+        task.apply(session, batch)
+        return batch.next_cursor
+    _compare_and_set(session, chunk, chunk.cursor, 0)
+    returned = task.apply(session, batch)
+    next_cursor = FINISHED if returned is None else returned
+    _advance(session, chunk, next_cursor, batch)
+    return next_cursor
 
 
 def _compare_and_set(session: Session, chunk: Chunk, new_cursor: Any, size: int) -> None:

@@ -84,12 +84,7 @@ class KeysetBackfill(DataTask):
         self, session: Session, cursor: Any, batch_size: int, upper: Any = None
     ) -> Batch | None:
         """The first and last of the next `batch_size` keys, read in one index-ordered query."""
-        statement = self._plans[(cursor is None, upper is None)]
-        parameters = {
-            **self.keys.parameters("plan_after", cursor),
-            **self.keys.parameters("plan_upper", upper),
-            "plan_limit": batch_size,
-        }
+        statement, parameters = self.next_keys(cursor, batch_size, upper)
         # The keys themselves, not min() and max(): those do not exist for uuid on PostgreSQL
         # nor for a row value.
         keys = session.connection().execute(statement, parameters).all()
@@ -97,6 +92,17 @@ class KeysetBackfill(DataTask):
             return None
         first, last = key_of(keys[0], self.positions), key_of(keys[-1], self.positions)
         return Batch(next_cursor=last, size=len(keys), payload=(first, last))
+
+    def next_keys(
+        self, cursor: Any, batch_size: int, upper: Any = None
+    ) -> tuple[Select[Any], dict[str, Any]]:
+        """The query of the next batch's keys (labelled k0, k1... in key order) and its values."""
+        parameters = {
+            **self.keys.parameters("plan_after", cursor),
+            **self.keys.parameters("plan_upper", upper),
+            "plan_limit": batch_size,
+        }
+        return self._plans[(cursor is None, upper is None)], parameters
 
     def _plan_statement(self, from_start: bool, unbounded: bool) -> Select[Any]:
         # Built once per task: the plan runs once per batch, and building it each time cost
