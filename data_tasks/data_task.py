@@ -17,6 +17,10 @@ FINISHED = {"data_tasks": "finished"}
 Check = Callable[[Session], str | None]
 # A throttle returns how many seconds to back off before the next batch (0: go on).
 Throttle = Callable[[Session], float]
+# A batched task that sets no batch_size aims each batch at this many seconds: short enough
+# that its row locks and its share of the WAL stay small, long enough that the per-batch
+# round trips and commit cost little next to the work.
+DEFAULT_TARGET_BATCH_SECONDS = 0.25
 # The statuses a task's callbacks can be registered on.
 NOTIFIED_STATUSES = ("succeeded", "failed", "paused", "cancelled")
 
@@ -74,10 +78,12 @@ class Options:
 
     # Versions this task waits for; None means every earlier version (after_party's order).
     depends_on: tuple[str, ...] | None = None
-    # Keys or rows per batch.
+    # Keys or rows per batch (an adaptive task's first batch).
     batch_size: int = 1000
     # Aim each batch at this duration by growing or shrinking batch_size (None: fixed size).
     target_batch_seconds: float | None = None
+    # The adaptive batch's bounds: a batch locks at most this many rows and writes at most
+    # their WAL, whatever the target.
     min_batch_size: int = 10
     max_batch_size: int = 100_000
     # Overrides of the runner's defaults for this task.

@@ -51,7 +51,8 @@ def continue_later(runtime: Runtime, chunk: Chunk, reason: str) -> dict[str, Any
     """Hand the lane to a successor chunk job at its cursor (fenced: nothing is published)."""
     try:
         with runtime.session() as session, session.begin():
-            _leave(session, chunk, LaneStatus.ENQUEUED)
+            # The size the last batch adapted to: each batch records the size it ran with.
+            _leave(session, chunk, LaneStatus.ENQUEUED, batch_size=chunk.batch_size)
     except Fenced:
         log_event("fenced", **chunk.ids)
         return chunk.summary("fenced", reason=reason)

@@ -8,7 +8,15 @@ from typing import Any
 from sqlalchemy import Integer, Select, bindparam, column, select, table, text
 from sqlalchemy.orm import Session
 
-from data_tasks.data_task import FINISHED, Batch, DataTask, KeyRange, Options, as_versions
+from data_tasks.data_task import (
+    DEFAULT_TARGET_BATCH_SECONDS,
+    FINISHED,
+    Batch,
+    DataTask,
+    KeyRange,
+    Options,
+    as_versions,
+)
 from data_tasks.paging import Keys, cut_ranges, key_of
 
 
@@ -231,6 +239,19 @@ class CustomBatches(DataTask):
         return self.function(session, batch.payload)
 
 
+def _sizing(
+    batch_size: int | None, target_batch_seconds: float | None, first: int
+) -> tuple[int, float | None]:
+    """(first batch size, target seconds): no batch_size means adaptive, starting at `first`.
+
+    batch_size=N alone means exactly N keys or rows a batch; with target_batch_seconds too,
+    N is where the adaptive size starts.
+    """
+    if batch_size is None:
+        return first, target_batch_seconds or DEFAULT_TARGET_BATCH_SECONDS
+    return batch_size, target_batch_seconds
+
+
 def _options(
     depends_on: Sequence[str] | None,
     batch_size: int,
@@ -243,6 +264,8 @@ def _options(
 ) -> Options:
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+    if target_batch_seconds is not None and target_batch_seconds <= 0:
+        raise ValueError(f"target_batch_seconds must be above 0, not {target_batch_seconds}")
     if parallel < 1:
         raise ValueError(f"parallel must be at least 1, not {parallel}")
     low, high = batch_bounds
@@ -279,7 +302,7 @@ def keyset_backfill(
     *,
     key: str | Sequence[str] = "id",
     where: str | None = None,
-    batch_size: int = 1000,
+    batch_size: int | None = None,
     target_batch_seconds: float | None = None,
     min_batch_size: int = Options.min_batch_size,
     max_batch_size: int = Options.max_batch_size,
@@ -294,6 +317,10 @@ def keyset_backfill(
     key may name several columns, ("tenant_id", "id"): the bounds are then tuples. A run whose
     keys include a NULL is refused at its start (filter them out with `where`).
 
+    Without batch_size the batches are adaptive: the first has 1,000 keys, and each next one
+    grows or shrinks toward target_batch_seconds (default 0.25 s) within min_batch_size and
+    max_batch_size. batch_size=N means exactly N keys a batch.
+
     parallel=N splits the keys into N lanes at the start, run side by side by N chunk jobs.
     The run ends at the largest key present when it started; follow_new_rows=True also takes
     rows inserted meanwhile (and runs as long as they keep coming).
@@ -302,8 +329,7 @@ def keyset_backfill(
     def wrap(function: Callable[[Session, Any, Any], Any]) -> KeysetBackfill:
         options = _options(
             depends_on,
-            batch_size,
-            target_batch_seconds,
+            *_sizing(batch_size, target_batch_seconds, 1000),
             chunk_seconds,
             max_attempts,
             parallel,
@@ -319,7 +345,7 @@ def row_iteration(
     query: Select[Any],
     *,
     key: str | Sequence[str] = "id",
-    batch_size: int = 500,
+    batch_size: int | None = None,
     target_batch_seconds: float | None = None,
     min_batch_size: int = Options.min_batch_size,
     max_batch_size: int = Options.max_batch_size,
@@ -335,6 +361,10 @@ def row_iteration(
     never ends inside a key, so all rows of a key a join repeats are in one page. key may
     name several columns; a run whose keys include a NULL is refused at its start.
 
+    Without batch_size the pages are adaptive: the first has 500 rows, and each next one
+    grows or shrinks toward target_batch_seconds (default 0.25 s) within min_batch_size and
+    max_batch_size. batch_size=N means N rows a page.
+
     parallel=N splits the rows into N lanes at the start, run side by side by N chunk jobs.
     The run ends at the largest key present when it started; follow_new_rows=True also takes
     rows inserted meanwhile (and runs as long as they keep coming).
@@ -343,8 +373,7 @@ def row_iteration(
     def wrap(function: Callable[[Session, Sequence[Any]], Any]) -> RowIteration:
         options = _options(
             depends_on,
-            batch_size,
-            target_batch_seconds,
+            *_sizing(batch_size, target_batch_seconds, 500),
             chunk_seconds,
             max_attempts,
             parallel,

@@ -50,3 +50,33 @@ def test_a_growing_batch_stops_at_its_upper_bound(
     # Fast batches against a 60 s target grow 1.2x a step: 100, 120, 144, then the bound.
     assert lane(runtime, "20250702000000").batch_size == 150
     assert applied_counts(postgres_engine) == {1: 5_000}
+
+
+def test_a_backfill_that_sets_no_batch_size_grows_its_fast_batches(
+    runtime: Runtime, postgres_engine: Engine
+) -> None:
+    copy_tasks(runtime.settings.tasks_dir, "20250703000000_adaptive_default.py")
+    create_items(postgres_engine, 30_000)
+
+    enqueue(runtime)
+    drain(runtime)
+
+    # It starts at 1,000 keys; batches far under the default target grow up to 1.2x each.
+    assert lane(runtime, "20250703000000").batch_size > 1_000
+    assert applied_counts(postgres_engine) == {1: 30_000}
+    assert record(runtime, "20250703000000").state is Status.SUCCEEDED
+
+
+def test_a_backfill_that_sets_no_batch_size_shrinks_its_slow_batches(
+    runtime: Runtime, postgres_engine: Engine
+) -> None:
+    copy_tasks(runtime.settings.tasks_dir, "20250704000000_adaptive_default_slow.py")
+    # 1,000 + 500 + 250 keys: each batch takes at least twice the target, so each next one
+    # is half the last, whatever the machine's speed.
+    create_items(postgres_engine, 1_750)
+
+    enqueue(runtime)
+    drain(runtime)
+
+    assert lane(runtime, "20250704000000").batch_size == 125
+    assert applied_counts(postgres_engine) == {1: 1_750}
