@@ -90,9 +90,7 @@ def cursor_json(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-def cursor_text_in_sql(
-    columns: list[ColumnElement[Any]], like: Any
-) -> ColumnElement[str] | None:
+def cursor_text_in_sql(columns: list[ColumnElement[Any]], like: Any) -> ColumnElement[str] | None:
     """SQL that computes encode_cursor's text of the key in `columns`, for keys typed like `like`.
 
     Only integer and uuid keys (and tuples of them): SQL writes their text as Python does.
@@ -105,13 +103,13 @@ def cursor_text_in_sql(
     for column, part in zip(columns, parts, strict=True):
         if isinstance(part, bool) or not isinstance(part, int | uuid.UUID):
             return None
-        text = cast(column, String)
+        text: ColumnElement[str] = cast(column, String)
         if isinstance(part, uuid.UUID):
             text = literal('{"t":"uuid","v":"', String) + text + literal('"}', String)
         texts.append(text)
     if len(columns) == 1:
         return texts[0]
     joined = texts[0]
-    for text in texts[1:]:
-        joined = joined + literal(",", String) + text
+    for more in texts[1:]:
+        joined = joined + literal(",", String) + more
     return literal("[", String) + joined + literal("]", String)

@@ -205,6 +205,8 @@ class Progress:
     total: int | None
     batches: int = 0
     rows_per_second: float | None = None
+    # True while the total is an estimate (made when the run started, final once it is done).
+    total_estimated: bool = False
 
     @property
     def percent(self) -> float | None:

@@ -11,7 +11,6 @@ run has no end key to tell the key's type.
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from sqlalchemy import Update
 from sqlalchemy.orm import Session

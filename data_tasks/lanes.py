@@ -95,6 +95,12 @@ class TaskLane(Base):
         return LaneStatus(self.status)
 
     @property
+    def total_estimated(self) -> bool:
+        """True until the lane has finished: its total is the estimate (or the count) made when
+        the run started; a finished lane's total is the keys or rows it processed."""
+        return self.total is not None and self.state != LaneStatus.SUCCEEDED
+
+    @property
     def cursor_value(self) -> Any:
         """The decoded cursor."""
         return decode_cursor(self.cursor)
@@ -107,6 +113,7 @@ class TaskLane(Base):
             "epoch": self.epoch,
             "processed": self.processed,
             "total": self.total,
+            "total_estimated": self.total_estimated,
             # JSON as stored: a uuid, a timestamp or a decimal key stays its tagged form.
             "cursor": cursor_json(self.cursor),
             "lower": cursor_json(self.lower),
@@ -346,13 +353,14 @@ def totals(session: Session, version: str) -> tuple[int, int | None]:
 
 
 def lane_line(lane: TaskLane, width: int = 20) -> str:
-    """`  lane 0   running   [#####.....] 500/1000  50.0%` for the status table."""
+    """`  lane 0   running   [#####.....] 500/~1000  50.0%` for the status table (~: estimate)."""
     total = lane.total or 0
     percent = min(100.0, 100.0 * lane.processed / total) if total else 100.0
     filled = round(width * percent / 100)
     bar = "#" * filled + "." * (width - filled)
     note = f"  {lane.last_error.splitlines()[0][:60]}" if lane.last_error else ""
+    about = "~" if lane.total_estimated else ""
     return (
         f"  lane {lane.lane:<3d}{lane.status:<10s}[{bar}] "
-        f"{lane.processed}/{total} {percent:5.1f}%{note}"
+        f"{lane.processed}/{about}{total} {percent:5.1f}%{note}"
     )

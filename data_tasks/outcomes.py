@@ -47,6 +47,12 @@ def _leave(session: Session, chunk: Chunk, to: LaneStatus, **values: Any) -> Non
         raise Fenced()
 
 
+def _leave_done(session: Session, chunk: Chunk) -> None:
+    """Mark the lane succeeded; its total, estimated at the run's start, is now what it did."""
+    lanes = cast(Table, TaskLane.__table__)
+    _leave(session, chunk, LaneStatus.SUCCEEDED, finished_at=utcnow(), total=lanes.c.processed)
+
+
 def continue_later(runtime: Runtime, chunk: Chunk, reason: str) -> dict[str, Any]:
     """Hand the lane to a successor chunk job at its cursor (fenced: nothing is published)."""
     try:
@@ -158,7 +164,7 @@ def finish_lane(runtime: Runtime, task: DataTask, chunk: Chunk) -> dict[str, Any
     try:
         with runtime.session() as session, session.begin():
             _lock_live_run(session, chunk)
-            _leave(session, chunk, LaneStatus.SUCCEEDED, finished_at=utcnow())
+            _leave_done(session, chunk)
             left = session.execute(
                 select(func.count())
                 .select_from(TaskLane)
@@ -211,7 +217,7 @@ def _succeed(session: Session, chunk: Chunk) -> None:
 def _fail_check(runtime: Runtime, chunk: Chunk, message: str) -> dict[str, Any]:
     """A check said the change is not done: the lane is finished, the task failed."""
     with runtime.session() as session, session.begin():
-        _leave(session, chunk, LaneStatus.SUCCEEDED, finished_at=utcnow())
+        _leave_done(session, chunk)
         processed, total = totals(session, chunk.version)
         values = {
             "last_error": f"check failed: {message}",

@@ -41,6 +41,7 @@ class TaskView:
             "eta_seconds": self.progress.eta_seconds,
             "processed": self.progress.processed,
             "total": self.progress.total,
+            "total_estimated": self.progress.total_estimated,
             "waiting_on": list(self.waiting_on),
             "has_file": self.has_file,
             # Where the next batch starts, for a task that runs as one lane.
@@ -52,10 +53,12 @@ class TaskView:
 def progress_of(record: TaskRecord, lanes: Sequence[TaskLane] = ()) -> Progress:
     """Processed, total and the average rate since the run started, summed over the lanes."""
     processed, total, beat = record.processed, record.total, record.heartbeat_at
+    estimated = False
     if lanes:
         processed = sum(lane.processed for lane in lanes)
         totals = [lane.total for lane in lanes]
         total = None if None in totals else sum(t or 0 for t in totals)
+        estimated = total is not None and any(lane.total_estimated for lane in lanes)
         beats = [lane.heartbeat_at for lane in lanes if lane.heartbeat_at is not None]
         beat = max(beats, default=beat)
     rate = None
@@ -63,7 +66,9 @@ def progress_of(record: TaskRecord, lanes: Sequence[TaskLane] = ()) -> Progress:
         seconds = (beat - record.started_at).total_seconds()
         if seconds > 0:
             rate = processed / seconds
-    return Progress(processed=processed, total=total, rows_per_second=rate)
+    return Progress(
+        processed=processed, total=total, rows_per_second=rate, total_estimated=estimated
+    )
 
 
 def overview(engine: Engine, tasks_dir: Path) -> list[TaskView]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, case, func, or_, select, tuple_
+from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from data_tasks.data_task import KeyRange
@@ -63,43 +63,109 @@ def key_of(row: Sequence[Any], positions: Sequence[int]) -> Any:
     return tuple(row[i] for i in positions)
 
 
+# Below this many keys (by the planner's estimate) a run counts its keys and cuts its lanes
+# exactly: that reads at most this many index entries. Above, it estimates and samples.
+COUNTED_UP_TO = 100_000
+# About how many keys a sample for cutting lanes holds: enough for ranges within a few percent.
+SAMPLED_KEYS = 20_000
+
+# A sample of about `percent` % of the task's keys (labelled k0, k1...), or None: none cheap.
+Sampler = Callable[[float], Select[Any] | None]
+
+
 def cut_ranges(
-    session: Session, keys: Select[Any], parts: int, follow: bool, about: str
+    session: Session,
+    keys: Select[Any],
+    parts: int,
+    follow: bool,
+    about: str,
+    sample: Sampler | None = None,
 ) -> list[KeyRange]:
     """Cut the keys (columns labelled k0, k1...) into `parts` ranges of about equal size.
 
     The last range ends at the largest key present now, unless the run follows new rows.
-    Refuses (NullKeys, before any write) when a key is NULL.
+    Refuses (NullKeys, before any write) when a key is NULL. Cheap at any size on PostgreSQL:
+    the totals are the planner's estimate and the lanes are cut from a sample, unless the
+    estimate is small enough to count; other databases count.
     """
     every = keys.subquery()
     columns = list(every.c)
     positions = list(range(len(columns)))
-    is_null = or_(*(column.is_(None) for column in columns))
-    total, nulls = session.execute(
-        select(func.count(), func.coalesce(func.sum(case((is_null, 1), else_=0)), 0))
-    ).one()
-    if nulls:
-        raise NullKeys(
-            f"{about}: {nulls} row(s) have a NULL key, which has no place in key order; "
-            "filter them out (key IS NOT NULL) or page by a NOT NULL key"
-        )
-    if not total:
-        return [KeyRange(lower=None, upper=None, total=0, empty=not follow)]
-    ordered = select(*columns).order_by(*columns)
+    _refuse_null_keys(session, every, about)
     # Read by ORDER BY and LIMIT, not max(): PostgreSQL has no max(uuid), nor of a row value.
-    largest = key_of(
-        session.execute(select(*columns).order_by(*(c.desc() for c in columns)).limit(1)).one(),
-        positions,
-    )
+    top = session.execute(select(*columns).order_by(*(c.desc() for c in columns)).limit(1))
+    found = top.first()
+    if found is None:
+        return [KeyRange(lower=None, upper=None, total=0, empty=not follow)]
+    largest = key_of(found, positions)
+    estimate = estimated_rows(session, keys)
+    if estimate is not None and estimate > COUNTED_UP_TO:
+        if parts == 1:
+            return [KeyRange(lower=None, upper=None if follow else largest, total=estimate)]
+        sampled = _sampled_keys(session, sample, estimate, positions)
+        if sampled:
+            return _ranges(_sample_cuts(sampled, parts, estimate), estimate, largest, follow)
+    total = int(session.execute(select(func.count()).select_from(every)).scalar_one())
+    ordered = select(*columns).order_by(*columns)
     cuts: list[tuple[int, Any]] = []
     for at in sorted({total * part // parts for part in range(1, parts)} - {0}):
         # The last key of each range but the last, read at its offset in key order.
-        bound = key_of(session.execute(ordered.offset(at - 1).limit(1)).one(), positions)
+        cuts.append((at, key_of(session.execute(ordered.offset(at - 1).limit(1)).one(), positions)))
+    return _ranges(cuts, total, largest, follow)
+
+
+def _refuse_null_keys(session: Session, every: Any, about: str) -> None:
+    """NullKeys when a key is NULL: EXISTS stops at the first (an index lookup on a key)."""
+    is_null = or_(*(column.is_(None) for column in every.c))
+    if not session.execute(select(exists().where(is_null))).scalar():
+        return
+    nulls = session.execute(select(func.count()).select_from(every).where(is_null)).scalar()
+    raise NullKeys(
+        f"{about}: {nulls} row(s) have a NULL key, which has no place in key order; "
+        "filter them out (key IS NOT NULL) or page by a NOT NULL key"
+    )
+
+
+def estimated_rows(session: Session, query: Select[Any]) -> int | None:
+    """The planner's estimate of the query's rows on PostgreSQL (no row is read), else None."""
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        return None
+    compiled = query.compile(dialect=connection.dialect)
+    plan = connection.exec_driver_sql(
+        f"EXPLAIN (FORMAT JSON) {compiled.string}", compiled.params
+    ).scalar_one()
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def _sampled_keys(
+    session: Session, sample: Sampler | None, estimate: int, positions: list[int]
+) -> list[Any]:
+    """About SAMPLED_KEYS keys in key order, from the shape's sampler (empty: no sample)."""
+    query = sample(min(100.0, 100.0 * SAMPLED_KEYS / estimate)) if sample else None
+    if query is None:
+        return []
+    return sorted(key_of(row, positions) for row in session.execute(query))
+
+
+def _sample_cuts(sampled: list[Any], parts: int, estimate: int) -> list[tuple[int, Any]]:
+    """(estimated keys up to the cut, the cut key) at each part's share of the sample."""
+    return [
+        (estimate * part // parts, sampled[len(sampled) * part // parts - 1])
+        for part in range(1, parts)
+        if len(sampled) * part // parts > 0
+    ]
+
+
+def _ranges(cuts: list[tuple[int, Any]], total: int, largest: Any, follow: bool) -> list[KeyRange]:
+    """The ranges between the cuts (each: keys before it, its key), the last up to `largest`."""
+    kept: list[tuple[int, Any]] = []
+    for at, bound in cuts:
         # A key repeated across a cut stays in one range: equal bounds would make empty lanes.
-        if (not cuts or bound != cuts[-1][1]) and (follow or bound != largest):
-            cuts.append((at, bound))
-    offsets = [at for at, _ in cuts]
-    bounds = [bound for _, bound in cuts]
+        if (not kept or bound != kept[-1][1]) and (follow or bound != largest):
+            kept.append((at, bound))
+    offsets = [at for at, _ in kept]
+    bounds = [bound for _, bound in kept]
     uppers = [*bounds, None if follow else largest]
     lowers = [None, *bounds]
     sizes = [b - a for a, b in zip([0, *offsets], [*offsets, total], strict=True)]

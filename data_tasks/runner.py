@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 from data_tasks.chunk import Chunk, Fenced
 from data_tasks.coordination import Lease
 from data_tasks.data_task import FINISHED, Batch, DataTask
-from data_tasks.folded_plan import FoldedPlan
 from data_tasks.errors import InvalidTaskFile, UnknownVersion
+from data_tasks.folded_plan import FoldedPlan
 from data_tasks.lanes import ADVANCE, ADVANCE_FROM_START, START, TaskLane, add_lanes
 from data_tasks.log import first_line, log_event
 from data_tasks.outcomes import (

@@ -19,7 +19,8 @@ def bar(progress: Progress, width: int = 20, live: bool = True) -> str:
     else:
         filled = round(width * percent / 100)
         shown = "#" * filled + "." * (width - filled)
-        amount = f"{progress.processed}/{progress.total} {percent:5.1f}%"
+        about = "~" if progress.total_estimated else ""
+        amount = f"{progress.processed}/{about}{progress.total} {percent:5.1f}%"
     extra = ""
     if live and progress.rows_per_second:
         extra = f" {progress.rows_per_second:,.0f}/s"

@@ -62,7 +62,8 @@ def test_status_shows_progress_errors_and_waits(
     lines = out.splitlines()
     assert lines[0].split() == ["VERSION", "NAME", "STATUS", "PROGRESS", "TRIES", "NOTE"]
     assert lines[1].split()[:3] == [POISONED, "ops_poisoned_items", "failed"]
-    assert "[########............] 400/1000  40.0%" in lines[1]
+    # The run stopped short: its total is still the one estimated at its start.
+    assert "[########............] 400/~1000  40.0%" in lines[1]
     assert lines[1].endswith("RuntimeError: item 450 is poisoned")
     assert lines[3].split()[:3] == ["20250302000100", "ops_second", "pending"]
     assert lines[3].endswith("waiting on 20250302000000")
@@ -70,6 +71,7 @@ def test_status_shows_progress_errors_and_waits(
     code, out, _ = run(capsys, "status", "--json")
     rows = {row["version"]: row for row in json.loads(out)}
     assert rows[POISONED]["percent"] == 40.0 and rows[POISONED]["cursor"] == 400
+    assert (rows[POISONED]["total"], rows[POISONED]["total_estimated"]) == (1000, True)
     assert rows["20250302000100"]["waiting_on"] == ["20250302000000"]
 
 
@@ -86,9 +88,10 @@ def test_show_prints_the_whole_record_and_traceback(
         ["version", POISONED],
         ["name", "ops_poisoned_items"],
         ["status", "failed"],
-        ["progress", "[########............] 400/1000  40.0%"],
+        ["progress", "[########............] 400/~1000  40.0%"],
     ]
     assert ["cursor", "400"] in fields
+    assert ["total_estimated", "true"] in fields
     assert ["last_error", "RuntimeError: item 450 is poisoned"] in fields
     assert "\ntraceback:\nTraceback (most recent call last):\n" in out
     assert out.rstrip().endswith("RuntimeError: item 450 is poisoned")

@@ -1,0 +1,172 @@
+"""The decorators a task file declares its data task with, one per shape, and their options."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Select
+from sqlalchemy.orm import Session
+
+from data_tasks.data_task import DEFAULT_TARGET_BATCH_SECONDS, Options, as_versions
+from data_tasks.shapes import CustomBatches, KeysetBackfill, OneShot, RowIteration
+
+
+def _sizing(
+    batch_size: int | None, target_batch_seconds: float | None, first: int
+) -> tuple[int, float | None]:
+    """(first batch size, target seconds): no batch_size means adaptive, starting at `first`.
+
+    batch_size=N alone means exactly N keys or rows a batch; with target_batch_seconds too,
+    N is where the adaptive size starts.
+    """
+    if batch_size is None:
+        return first, target_batch_seconds or DEFAULT_TARGET_BATCH_SECONDS
+    return batch_size, target_batch_seconds
+
+
+def _options(
+    depends_on: Sequence[str] | None,
+    batch_size: int,
+    target_batch_seconds: float | None,
+    chunk_seconds: float | None,
+    max_attempts: int | None,
+    parallel: int = 1,
+    batch_bounds: tuple[int, int] = (Options.min_batch_size, Options.max_batch_size),
+    follow_new_rows: bool = False,
+) -> Options:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+    if target_batch_seconds is not None and target_batch_seconds <= 0:
+        raise ValueError(f"target_batch_seconds must be above 0, not {target_batch_seconds}")
+    if parallel < 1:
+        raise ValueError(f"parallel must be at least 1, not {parallel}")
+    low, high = batch_bounds
+    if not 1 <= low <= high:
+        raise ValueError(f"need 1 <= min_batch_size <= max_batch_size, not {low} and {high}")
+    return Options(
+        depends_on=as_versions(depends_on),
+        batch_size=batch_size,
+        target_batch_seconds=target_batch_seconds,
+        min_batch_size=low,
+        max_batch_size=high,
+        chunk_seconds=chunk_seconds,
+        max_attempts=max_attempts,
+        parallel=parallel,
+        follow_new_rows=follow_new_rows,
+    )
+
+
+def one_shot(
+    *,
+    depends_on: Sequence[str] | None = None,
+    max_attempts: int | None = None,
+) -> Callable[[Callable[[Session], Any]], OneShot]:
+    """Declare a one-shot data task: `fn(session)`, run once in one transaction."""
+
+    def wrap(function: Callable[[Session], Any]) -> OneShot:
+        return OneShot(function, _options(depends_on, 1, None, None, max_attempts))
+
+    return wrap
+
+
+def keyset_backfill(
+    table_name: str,
+    *,
+    key: str | Sequence[str] = "id",
+    where: str | None = None,
+    batch_size: int | None = None,
+    target_batch_seconds: float | None = None,
+    min_batch_size: int = Options.min_batch_size,
+    max_batch_size: int = Options.max_batch_size,
+    depends_on: Sequence[str] | None = None,
+    chunk_seconds: float | None = None,
+    max_attempts: int | None = None,
+    parallel: int = 1,
+    follow_new_rows: bool = False,
+) -> Callable[[Callable[[Session, Any, Any], Any]], KeysetBackfill]:
+    """Declare a keyset backfill: `fn(session, first_key, last_key)` per batch of keys.
+
+    key may name several columns, ("tenant_id", "id"): the bounds are then tuples. A run whose
+    keys include a NULL is refused at its start (filter them out with `where`).
+
+    Without batch_size the batches are adaptive: the first has 1,000 keys, and each next one
+    grows or shrinks toward target_batch_seconds (default 0.25 s) within min_batch_size and
+    max_batch_size. batch_size=N means exactly N keys a batch.
+
+    parallel=N splits the keys into N lanes at the start, run side by side by N chunk jobs.
+    The run ends at the largest key present when it started; follow_new_rows=True also takes
+    rows inserted meanwhile (and runs as long as they keep coming).
+    """
+
+    def wrap(function: Callable[[Session, Any, Any], Any]) -> KeysetBackfill:
+        options = _options(
+            depends_on,
+            *_sizing(batch_size, target_batch_seconds, 1000),
+            chunk_seconds,
+            max_attempts,
+            parallel,
+            (min_batch_size, max_batch_size),
+            follow_new_rows,
+        )
+        return KeysetBackfill(function, options, table_name, key, where)
+
+    return wrap
+
+
+def row_iteration(
+    query: Select[Any],
+    *,
+    key: str | Sequence[str] = "id",
+    batch_size: int | None = None,
+    target_batch_seconds: float | None = None,
+    min_batch_size: int = Options.min_batch_size,
+    max_batch_size: int = Options.max_batch_size,
+    depends_on: Sequence[str] | None = None,
+    chunk_seconds: float | None = None,
+    max_attempts: int | None = None,
+    parallel: int = 1,
+    follow_new_rows: bool = False,
+) -> Callable[[Callable[[Session, Sequence[Any]], Any]], RowIteration]:
+    """Declare a row iteration: `fn(session, rows)` per page of the query, paged by `key`.
+
+    The query must not have its own ORDER BY, LIMIT or OFFSET: pages follow the key. A page
+    never ends inside a key, so all rows of a key a join repeats are in one page. key may
+    name several columns; a run whose keys include a NULL is refused at its start.
+
+    Without batch_size the pages are adaptive: the first has 500 rows, and each next one
+    grows or shrinks toward target_batch_seconds (default 0.25 s) within min_batch_size and
+    max_batch_size. batch_size=N means N rows a page.
+
+    parallel=N splits the rows into N lanes at the start, run side by side by N chunk jobs.
+    The run ends at the largest key present when it started; follow_new_rows=True also takes
+    rows inserted meanwhile (and runs as long as they keep coming).
+    """
+
+    def wrap(function: Callable[[Session, Sequence[Any]], Any]) -> RowIteration:
+        options = _options(
+            depends_on,
+            *_sizing(batch_size, target_batch_seconds, 500),
+            chunk_seconds,
+            max_attempts,
+            parallel,
+            (min_batch_size, max_batch_size),
+            follow_new_rows,
+        )
+        return RowIteration(function, options, query, key)
+
+    return wrap
+
+
+def custom_batches(
+    *,
+    depends_on: Sequence[str] | None = None,
+    chunk_seconds: float | None = None,
+    max_attempts: int | None = None,
+) -> Callable[[Callable[[Session, Any], Any]], CustomBatches]:
+    """Declare custom batches: `fn(session, cursor) -> next cursor or None when finished`."""
+
+    def wrap(function: Callable[[Session, Any], Any]) -> CustomBatches:
+        return CustomBatches(function, _options(depends_on, 1, None, chunk_seconds, max_attempts))
+
+    return wrap
