@@ -131,7 +131,10 @@ def estimated_rows(session: Session, query: Select[Any]) -> int | None:
     connection = session.connection()
     if connection.dialect.name != "postgresql":
         return None
-    compiled = query.compile(dialect=connection.dialect)
+    # Rendered whole: an `in_([...])` of the author's query expands at execution otherwise.
+    compiled = query.compile(
+        dialect=connection.dialect, compile_kwargs={"render_postcompile": True}
+    )
     plan = connection.exec_driver_sql(
         f"EXPLAIN (FORMAT JSON) {compiled.string}", compiled.params
     ).scalar_one()

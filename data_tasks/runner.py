@@ -172,8 +172,9 @@ def _run(runtime: Runtime, task: DataTask, chunk: Chunk, lease: Lease) -> dict[s
 def _plan_run(runtime: Runtime, task: DataTask, chunk: Chunk) -> bool:
     """Cut a new run's key ranges and start its other lanes; True when there is nothing to do.
 
-    The ranges are read in a transaction of their own, so that counting the keys of a large
-    table holds no lock that a deploy hook or an operator would wait on.
+    The ranges are read in a transaction of their own, so that reading them (an estimate and a
+    sample on PostgreSQL, a count elsewhere) holds no lock a deploy hook or an operator would
+    wait on.
     """
     with runtime.session() as session, session.begin():
         ranges = task.ranges(session, task.options.parallel)
