@@ -125,7 +125,7 @@ def test_a_row_iteration_with_an_in_list_on_a_large_table_starts_from_the_estima
     runtime: Runtime, tasks_dir: Path
 ) -> None:
     large_table(runtime.engine)
-    source = f'''\
+    source = '''\
         """Touch every item but two, a page at a time."""
 
         from sqlalchemy import column, select, table, text
@@ -143,7 +143,7 @@ def test_a_row_iteration_with_an_in_list_on_a_large_table_starts_from_the_estima
         def touch_items(session, rows):
             session.execute(
                 text("UPDATE items SET applied = applied + 1 WHERE id = :id"),
-                [{{"id": row.id}} for row in rows],
+                [{"id": row.id} for row in rows],
             )
         '''
     (tasks_dir / f"{VERSION}_touch_items.py").write_text(textwrap.dedent(source))
