@@ -15,8 +15,6 @@ from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, cast, literal
-
 # Tag -> how to read the tagged text back.
 _DECODERS: dict[str, Callable[[str], Any]] = {
     "uuid": uuid.UUID,
@@ -88,28 +86,3 @@ def decode_cursor(text: str | None) -> Any:
 def cursor_json(text: str | None) -> Any:
     """The cursor stored as JSON text, JSON-ready (tagged values left as their tags)."""
     return None if text is None else json.loads(text)
-
-
-def cursor_text_in_sql(columns: list[ColumnElement[Any]], like: Any) -> ColumnElement[str] | None:
-    """SQL that computes encode_cursor's text of the key in `columns`, for keys typed like `like`.
-
-    Only integer and uuid keys (and tuples of them): SQL writes their text as Python does.
-    Others (timestamps, decimals, non-ASCII text) would differ; None for those.
-    """
-    parts = list(like) if isinstance(like, list | tuple) else [like]
-    if len(parts) != len(columns):
-        return None
-    texts: list[ColumnElement[str]] = []
-    for column, part in zip(columns, parts, strict=True):
-        if isinstance(part, bool) or not isinstance(part, int | uuid.UUID):
-            return None
-        text: ColumnElement[str] = cast(column, String)
-        if isinstance(part, uuid.UUID):
-            text = literal('{"t":"uuid","v":"', String) + text + literal('"}', String)
-        texts.append(text)
-    if len(columns) == 1:
-        return texts[0]
-    joined = texts[0]
-    for more in texts[1:]:
-        joined = joined + literal(",", String) + more
-    return literal("[", String) + joined + literal("]", String)

@@ -16,7 +16,6 @@ from typing import Any, cast
 from sqlalchemy import (
     BigInteger,
     Boolean,
-    ColumnElement,
     Engine,
     Integer,
     Select,
@@ -31,10 +30,11 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from data_tasks.cursors import cursor_json, cursor_text_in_sql
+from data_tasks.cursors import cursor_json
 from data_tasks.data_task import KeyRange
 from data_tasks.records import (
     MYSQL_DIALECTS,
@@ -270,28 +270,23 @@ ADVANCE_FROM_START = _advance_statement(from_start=True)
 ADVANCE = _advance_statement(from_start=False)
 
 
-def advance_over(keys: Select[Any], like: Any, from_start: bool) -> Update | None:
+def advance_over(keys: Select[Any], from_start: bool) -> Update:
     """The compare-and-set that also plans a keyset batch, in one statement and round trip.
 
-    `keys` reads the batch's keys (labelled k0, k1... in key order); the statement moves the
-    cursor to the last of them and returns `size` and the first and last keys (first_0...,
-    last_0...). An empty batch leaves the cursor where it is and returns size 0; a fenced
-    chunk gets no row. None when SQL cannot write the cursor of keys typed like `like`.
+    `keys` reads the batch's keys, one integer column labelled k0; the statement moves the
+    cursor to the largest and returns `size`, `first_0` and `last_0`. An empty batch leaves
+    the cursor where it is and returns size 0; a fenced chunk gets no row. One pass of
+    count/min/max over the keys: cheaper than the keys' round trip to the runner and back.
     """
     table = cast(Table, TaskLane.__table__)
-    batch = keys.cte("batch")
-    columns: list[ColumnElement[Any]] = list(batch.c)
-    last_text = cursor_text_in_sql(columns, like)
-    if last_text is None:
-        return None
-    backwards = [column.desc() for column in columns]
-    size = select(func.count()).select_from(batch).scalar_subquery()
-    last_cursor = select(last_text).order_by(*backwards).limit(1).scalar_subquery()
-    edges = [
-        select(column).order_by(*order).limit(1).scalar_subquery().label(f"{end}_{i}")
-        for end, order in (("first", columns), ("last", backwards))
-        for i, column in enumerate(columns)
-    ]
+    batch = keys.cte("data_tasks_batch")
+    key = batch.c.k0
+    edges = select(
+        func.count().label("size"), func.min(key).label("first_0"), func.max(key).label("last_0")
+    ).cte("data_tasks_edges")
+    size, first, last = (select(column).scalar_subquery() for column in edges.c)
+    # An integer's canonical JSON text (see cursors.py) is its decimal text, as SQL writes it.
+    last_cursor = select(sql_cast(edges.c.last_0, String)).scalar_subquery()
     return (
         update(table)
         .where(_lane_is(table, LaneStatus.RUNNING))
@@ -304,7 +299,7 @@ def advance_over(keys: Select[Any], like: Any, from_start: bool) -> Update | Non
             attempts=0,
             batch_size=bindparam("l_batch_size"),
         )
-        .returning(size.label("size"), *edges)
+        .returning(size.label("size"), first.label("first_0"), last.label("last_0"))
     )
 
 

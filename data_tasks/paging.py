@@ -5,7 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, func, or_, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    TableClause,
+    and_,
+    bindparam,
+    exists,
+    func,
+    or_,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy.orm import Session
 
 from data_tasks.data_task import KeyRange
@@ -66,11 +78,12 @@ def key_of(row: Sequence[Any], positions: Sequence[int]) -> Any:
 # Below this many keys (by the planner's estimate) a run counts its keys and cuts its lanes
 # exactly: that reads at most this many index entries. Above, it estimates and samples.
 COUNTED_UP_TO = 100_000
-# About how many keys a sample for cutting lanes holds: enough for ranges within a few percent.
-SAMPLED_KEYS = 20_000
+# How many of a table's pages a sample for cutting lanes reads, at random: enough for lanes
+# within a few percent of each other, and as many at 20 million rows as at 1 million.
+SAMPLED_PAGES = 2_000
 
-# A sample of about `percent` % of the task's keys (labelled k0, k1...), or None: none cheap.
-Sampler = Callable[[float], Select[Any] | None]
+# The keys (labelled k0, k1...) of a sample of the task's rows, or None: none is cheap.
+Sampler = Callable[[Session], Select[Any] | None]
 
 
 def cut_ranges(
@@ -102,16 +115,20 @@ def cut_ranges(
     if estimate is not None and estimate > COUNTED_UP_TO:
         if parts == 1:
             return [KeyRange(lower=None, upper=None if follow else largest, total=estimate)]
-        sampled = _sampled_keys(session, sample, estimate, positions)
+        query = sample(session) if sample else None
+        sampled = (
+            _sample_cuts(session, query, parts, estimate, positions) if query is not None else []
+        )
         if sampled:
-            return _ranges(_sample_cuts(sampled, parts, estimate), estimate, largest, follow)
+            return _ranges(sampled, estimate, largest, follow)
     total = int(session.execute(select(func.count()).select_from(every)).scalar_one())
     ordered = select(*columns).order_by(*columns)
-    cuts: list[tuple[int, Any]] = []
-    for at in sorted({total * part // parts for part in range(1, parts)} - {0}):
-        # The last key of each range but the last, read at its offset in key order.
-        cuts.append((at, key_of(session.execute(ordered.offset(at - 1).limit(1)).one(), positions)))
-    return _ranges(cuts, total, largest, follow)
+    # The last key of each range but the last, read at its offset in key order.
+    counted = [
+        (at, key_of(session.execute(ordered.offset(at - 1).limit(1)).one(), positions))
+        for at in sorted({total * part // parts for part in range(1, parts)} - {0})
+    ]
+    return _ranges(counted, total, largest, follow)
 
 
 def _refuse_null_keys(session: Session, every: Any, about: str) -> None:
@@ -141,23 +158,36 @@ def estimated_rows(session: Session, query: Select[Any]) -> int | None:
     return int(plan[0]["Plan"]["Plan Rows"])
 
 
-def _sampled_keys(
-    session: Session, sample: Sampler | None, estimate: int, positions: list[int]
-) -> list[Any]:
-    """About SAMPLED_KEYS keys in key order, from the shape's sampler (empty: no sample)."""
-    query = sample(min(100.0, 100.0 * SAMPLED_KEYS / estimate)) if sample else None
-    if query is None:
-        return []
-    return sorted(key_of(row, positions) for row in session.execute(query))
+def sample_percent(session: Session, table: TableClause) -> float:
+    """The percentage of the table's pages that is SAMPLED_PAGES (PostgreSQL), at most 100."""
+    name = session.connection().dialect.identifier_preparer.format_table(table)
+    pages = session.execute(
+        text(
+            "SELECT pg_relation_size(CAST(:name AS regclass)) / current_setting('block_size')::int"
+        ),
+        {"name": name},
+    ).scalar_one()
+    return min(100.0, 100.0 * SAMPLED_PAGES / max(1, int(pages)))
 
 
-def _sample_cuts(sampled: list[Any], parts: int, estimate: int) -> list[tuple[int, Any]]:
-    """(estimated keys up to the cut, the cut key) at each part's share of the sample."""
-    return [
-        (estimate * part // parts, sampled[len(sampled) * part // parts - 1])
-        for part in range(1, parts)
-        if len(sampled) * part // parts > 0
-    ]
+def _sample_cuts(
+    session: Session, sample: Select[Any], parts: int, estimate: int, positions: list[int]
+) -> list[tuple[int, Any]]:
+    """(estimated keys up to the cut, the cut key) at each part's share of the sample.
+
+    The database numbers the sampled keys in key order and returns the cut keys alone.
+    """
+    sampled = sample.subquery()
+    columns = list(sampled.c)
+    numbered = select(
+        *columns,
+        func.row_number().over(order_by=columns).label("i"),
+        func.count().over().label("n"),
+    ).subquery()
+    i, n = numbered.c.i, numbered.c.n
+    at_a_cut = or_(*(i == n * part // parts for part in range(1, parts)))
+    rows = session.execute(select(numbered).where(at_a_cut).order_by(i)).all()
+    return [(estimate * row.i // row.n, key_of(row, positions)) for row in rows]
 
 
 def _ranges(cuts: list[tuple[int, Any]], total: int, largest: Any, follow: bool) -> list[KeyRange]:

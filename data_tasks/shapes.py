@@ -26,7 +26,7 @@ from data_tasks.data_task import (
     KeyRange,
     Options,
 )
-from data_tasks.paging import Keys, cut_ranges, key_of
+from data_tasks.paging import Keys, cut_ranges, key_of, sample_percent
 
 
 class OneShot(DataTask):
@@ -91,9 +91,10 @@ class KeysetBackfill(DataTask):
             keys = keys.where(text(f"({self.where})"))
         return keys
 
-    def _sample(self, percent: float) -> Select[Any]:
-        """The keys of about `percent` % of the table's pages (PostgreSQL's TABLESAMPLE SYSTEM):
-        a few hundred pages read at random, whatever the table's size."""
+    def _sample(self, session: Session) -> Select[Any]:
+        """The keys of SAMPLED_PAGES of the table's pages read at random (PostgreSQL's
+        TABLESAMPLE SYSTEM), whatever the table's size."""
+        percent = sample_percent(session, self.table)
         # Aliased as the table itself, so that a `where` naming the table still reads.
         sampled = tablesample(self.table, func.system(percent), name=self.table.name)
         return self._key_select(sampled)
