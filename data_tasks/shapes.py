@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Integer, Select, bindparam, column, select, table, text
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import NamedFromClause
 
 from data_tasks.data_task import FINISHED, Batch, DataTask, KeyRange, Options, as_versions
 from data_tasks.paging import Keys, cut_ranges, key_of
@@ -51,11 +52,17 @@ class KeysetBackfill(DataTask):
         table_name: str,
         key: str | Sequence[str],
         where: str | None,
+        source: NamedFromClause | None = None,
     ) -> None:
         super().__init__(function, options)
         schema, _, name = table_name.rpartition(".")
         names = _key_names(key)
-        self.table = table(name, *(column(n) for n in names), schema=schema or None)
+        # A query standing for the table (a Django QuerySet's SQL) has the key among its columns.
+        self.table = (
+            table(name, *(column(n) for n in names), schema=schema or None)
+            if source is None
+            else source
+        )
         self.keys = Keys([self.table.c[n] for n in names])
         self.positions = list(range(len(names)))
         self.where = where
@@ -225,7 +232,7 @@ class CustomBatches(DataTask):
         return self.function(session, batch.payload)
 
 
-def _options(
+def task_options(
     depends_on: Sequence[str] | None,
     batch_size: int,
     target_batch_seconds: float | None,
@@ -235,6 +242,7 @@ def _options(
     batch_bounds: tuple[int, int] = (Options.min_batch_size, Options.max_batch_size),
     follow_new_rows: bool = False,
 ) -> Options:
+    """The options of a shape's decorator, checked: a bad value raises ValueError."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     if parallel < 1:
@@ -263,7 +271,7 @@ def one_shot(
     """Declare a one-shot data task: `fn(session)`, run once in one transaction."""
 
     def wrap(function: Callable[[Session], Any]) -> OneShot:
-        return OneShot(function, _options(depends_on, 1, None, None, max_attempts))
+        return OneShot(function, task_options(depends_on, 1, None, None, max_attempts))
 
     return wrap
 
@@ -294,7 +302,7 @@ def keyset_backfill(
     """
 
     def wrap(function: Callable[[Session, Any, Any], Any]) -> KeysetBackfill:
-        options = _options(
+        options = task_options(
             depends_on,
             batch_size,
             target_batch_seconds,
@@ -335,7 +343,7 @@ def row_iteration(
     """
 
     def wrap(function: Callable[[Session, Sequence[Any]], Any]) -> RowIteration:
-        options = _options(
+        options = task_options(
             depends_on,
             batch_size,
             target_batch_seconds,
@@ -359,6 +367,8 @@ def custom_batches(
     """Declare custom batches: `fn(session, cursor) -> next cursor or None when finished`."""
 
     def wrap(function: Callable[[Session, Any], Any]) -> CustomBatches:
-        return CustomBatches(function, _options(depends_on, 1, None, chunk_seconds, max_attempts))
+        return CustomBatches(
+            function, task_options(depends_on, 1, None, chunk_seconds, max_attempts)
+        )
 
     return wrap

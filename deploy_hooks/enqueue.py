@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 
 from data_tasks.database import database_error
 from data_tasks.errors import DataTaskError, PassRunning
-from data_tasks.runtime import COMMAND_TIMEOUTS, Runtime
+from data_tasks.runtime import COMMAND_TIMEOUTS, Prepare, Runtime
 from data_tasks.scheduler import EnqueueReport, enqueue
 from data_tasks.settings import Settings, read_dotenv
 from deploy_hooks.exit_codes import OK, fail
@@ -42,19 +42,29 @@ def format_report(report: EnqueueReport) -> list[str]:
     return lines
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the deploy hook; the exit code says what happened (see the README)."""
-    parser = argparse.ArgumentParser(prog="python -m deploy_hooks.enqueue", description=__doc__)
+def main(
+    argv: Sequence[str] | None = None,
+    settings: Settings | None = None,
+    prepare: Prepare | None = None,
+    prog: str = "python -m deploy_hooks.enqueue",
+) -> int:
+    """Run the deploy hook; the exit code says what happened (see the README).
+
+    `settings` replaces the environment's (a Django project's); `prepare` is called on the
+    runtime before the pass.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("--quiet", action="store_true", help="print errors only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     started = time.monotonic()
-    try:
-        read_dotenv()
-        settings = Settings.from_env()
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    if settings is None:
+        try:
+            read_dotenv()
+            settings = Settings.from_env()
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     try:
         settings = settings.require_database()
         publisher = LazyCeleryPublisher(settings)
@@ -65,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             timeouts=COMMAND_TIMEOUTS,
         )
         try:
+            if prepare is not None:
+                prepare(runtime)
             report = enqueue(runtime)
         finally:
             runtime.close()
