@@ -16,4 +16,13 @@ def install(app: Any) -> None:
     reliability options, route to DATA_TASKS' queue, and the sweep joins the beat schedule.
     Each worker process sets Django up and finds the apps' task folders before its first job.
     """
-    celery.install(app, conf.build_settings(with_folders=False), prepare)
+
+    def install_now(**_: Any) -> None:
+        celery.install(app, conf.build_settings(with_folders=False), prepare)
+
+    # `<project>/celery.py` is imported while Django imports the settings module (through the
+    # project package): the settings are read once the app loads its configuration from them.
+    if app.configured:
+        install_now()
+    else:
+        app.on_after_configure.connect(install_now, weak=False)
