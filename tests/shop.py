@@ -100,12 +100,14 @@ class Shop:
         """Copy a fixture task file into the project-level folder."""
         shutil.copy(FIXTURES / name, self.tasks_dir / name)
 
-    def manage(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        """`python manage.py ARGS` in the shop's folder."""
+    def manage(
+        self, *args: str, timeout: float = 120, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """`python manage.py ARGS` in the shop's folder (with `env` added to its environment)."""
         return subprocess.run(
             [sys.executable, "manage.py", *args],
             cwd=SHOP,
-            env=self.env(),
+            env=self.env(**dict(env or {})),
             capture_output=True,
             text=True,
             timeout=timeout,
