@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import URLPattern, path, reverse
@@ -22,6 +23,7 @@ from data_tasks.errors import DataTaskError, UnknownVersion
 from data_tasks.log import first_line
 from data_tasks.overview import TaskView
 from data_tasks.runtime import COMMAND_TIMEOUTS, Runtime
+from data_tasks.settings import Settings
 from data_tasks_django import conf
 from data_tasks_django.models import DataTask
 from deploy_hooks.formatting import format_seconds, note
@@ -36,23 +38,23 @@ ACTIONS: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
 }
 HISTORY_ROWS = 50
 
-_runtime: Runtime | None = None
-_runtime_lock = threading.Lock()
+# This process's runtimes for the admin, by the settings they were built with.
+_runtimes: dict[Settings, Runtime] = {}
+_runtimes_lock = threading.Lock()
 
 
 def runtime() -> Runtime:
     """This process's runtime for the admin: records only, with the commands' time limits."""
-    global _runtime
-    with _runtime_lock:
-        if _runtime is None:
-            settings = conf.build_settings()
-            _runtime = Runtime.build(
+    settings = conf.build_settings()
+    with _runtimes_lock:
+        if settings not in _runtimes:
+            _runtimes[settings] = Runtime.build(
                 settings,
                 LazyCeleryPublisher(settings),
                 connect_timeout=settings.connect_timeout_seconds,
                 timeouts=COMMAND_TIMEOUTS,
             )
-        return _runtime
+        return _runtimes[settings]
 
 
 def row(view: TaskView, statuses: dict[str, str]) -> dict[str, Any]:
@@ -112,7 +114,7 @@ class DataTaskAdmin(admin.ModelAdmin):
     def list_view(self, request: HttpRequest) -> HttpResponse:
         """Every data task with its status, progress, rate, ETA and last error."""
         if not self.has_view_permission(request):
-            raise Http404
+            raise PermissionDenied
         try:
             views = operations.status(runtime())
         except (DataTaskError, DBAPIError, RedisError) as error:
@@ -126,7 +128,7 @@ class DataTaskAdmin(admin.ModelAdmin):
     def task_view(self, request: HttpRequest, version: str) -> HttpResponse:
         """One task's record whole, its lanes and its history."""
         if not self.has_view_permission(request):
-            raise Http404
+            raise PermissionDenied
         try:
             view = operations.show(runtime(), version)
             history = operations.history(runtime(), version, HISTORY_ROWS)

@@ -159,4 +159,4 @@ def db_runtime(request: pytest.FixtureRequest, pg_settings: Settings) -> Iterato
 
 
 # The example Django project's fixtures, for the tests of the Django app.
-from tests.shop import shop, shop_database  # noqa: E402, F401
+from tests.shop import shop, shop_database, shop_in_process  # noqa: E402, F401

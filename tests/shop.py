@@ -77,6 +77,32 @@ def shop_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     drop_postgres_database(url)
 
 
+@pytest.fixture(scope="session")
+def shop_in_process(shop_database: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Django set up in this process on the shop's database (for the test client).
+
+    The variables are set only while Django reads them: processes other tests start must
+    not inherit DJANGO_SETTINGS_MODULE (Celery would set Django up in their workers).
+    """
+    import django
+
+    folder = tmp_path_factory.mktemp("shop_in_process")
+    names = shop_environment(shop_database.rsplit("/", 1)[1], folder)
+    wanted = ("DJANGO_SETTINGS_MODULE", "SHOP_DB_NAME", "SHOP_BROKER_URL", "TEST_DATA_TASKS")
+    saved = {name: os.environ.get(name) for name in wanted}
+    os.environ.update({name: names[name] for name in wanted})
+    sys.path.insert(0, str(SHOP))
+    try:
+        django.setup()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return shop_database
+
+
 @dataclass
 class Shop:
     """The shop of one test: its database emptied of customers and records, a task folder."""
@@ -91,6 +117,10 @@ class Shop:
     def database(self) -> str:
         """The PostgreSQL database's name."""
         return self.url.rsplit("/", 1)[1]
+
+    def data_tasks(self) -> dict[str, Any]:
+        """The DATA_TASKS setting the shop's processes get."""
+        return dict(json.loads(self.env()["TEST_DATA_TASKS"]))
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of the shop's processes."""
