@@ -112,6 +112,8 @@ class Shop:
     log_dir: Path
     engine: Engine
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Every worker the test started: the fixture kills those still alive at its end.
+    workers: list[WorkerProcess] = field(default_factory=list)
 
     @property
     def database(self) -> str:
@@ -146,7 +148,7 @@ class Shop:
     def worker(self, **extra_env: str) -> WorkerProcess:
         """`celery -A shop worker -Q data_tasks`, started (not waited for)."""
         settings = Settings(database_url="", redis_url=REDIS_URL, tasks_dir=self.tasks_dir)
-        return WorkerProcess(
+        worker = WorkerProcess(
             settings,
             self.log_dir,
             app="shop",
@@ -154,6 +156,8 @@ class Shop:
             extra_env=self.env(**extra_env),
             extra_args=["-Q", "data_tasks"],
         )
+        self.workers.append(worker)
+        return worker
 
     def add_customers(self, count: int) -> None:
         """Customers with lower-case emails already normalized, and empty notes."""
@@ -222,5 +226,9 @@ def shop(shop_database: str, redis_client: Any, tmp_path: Path) -> Iterator[Shop
         )
     folder = tmp_path / "data_migrations"
     folder.mkdir()
-    yield Shop(shop_database, folder, tmp_path, engine)
+    made = Shop(shop_database, folder, tmp_path, engine)
+    yield made
+    for worker in made.workers:
+        if worker.alive:
+            worker.kill()
     engine.dispose()

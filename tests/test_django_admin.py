@@ -3,11 +3,28 @@ cancel and retry behind Django's permissions. With Django's test client, and onc
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
-from tests.shop import APPEND, Shop
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service as ChromeService
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.wait import WebDriverWait
+from sqlalchemy import text
+
+from tests.faults.harness import free_port, log_lines
+from tests.processes import wait_for
+from tests.services import unavailable
+from tests.shop import APPEND, SHOP, Shop
 
 PAGE = "/admin/data_tasks/datatask/"
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
 def user(name: str, *permissions: str, superuser: bool = False) -> Any:
@@ -78,3 +95,89 @@ def test_the_page_shows_every_task_and_its_actions_follow_the_permissions(
         for step in ("paused", "enqueued", "cancelled"):
             assert f"<td>{step}</td>" in detail
         assert admin.get(f"{PAGE}20991231000000/").status_code == 404
+
+
+def test_pause_clicked_in_chromium_stops_a_running_backfill_after_its_batch(
+    shop: Shop, shop_in_process: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user("root", superuser=True)
+    shop.add_task("20250801000000_append_x.py")
+    shop.add_customers(5_000)
+    shop.extra_env["SHOP_BATCH_SLEEP"] = "0.1"
+    worker = shop.worker().wait_ready()
+    assert shop.manage("data_tasks", "enqueue").returncode == 0
+    wait_for(lambda: shop.notes()["x"] >= 200)
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
+        cwd=SHOP,
+        env=shop.env(),
+        stdout=(tmp_path / "server.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium must not look for a driver online
+    browser = chromium()
+    try:
+        wait_for(lambda: port_open(port), timeout=30)
+        browser.get(f"http://127.0.0.1:{port}/admin/login/?next={PAGE}")
+        browser.find_element(By.NAME, "username").send_keys("root")
+        browser.find_element(By.NAME, "password").send_keys("secret-pw")
+        browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+        row = f"#task-{APPEND}"
+        assert browser.find_element(By.CSS_SELECTOR, f"{row} .status").text == "running"
+        browser.find_element(By.CSS_SELECTOR, f'{row} button[name="pause"]').click()
+        # The form posts, and the page comes back with the task paused.
+        WebDriverWait(browser, 30, ignored_exceptions=[StaleElementReferenceException]).until(
+            lambda page: page.find_element(By.CSS_SELECTOR, f"{row} .status").text == "paused"
+        )
+    finally:
+        browser.quit()
+        server.terminate()
+        server.wait(timeout=30)
+
+    # The running chunk finished its batch and stopped: each row it did is applied once.
+    wait_for(lambda: log_lines(worker.log(), f"version={APPEND}", "outcome=fenced"))
+    applied = shop.notes()
+    assert shop.status(APPEND) == "paused"
+    assert set(applied) == {"", "x"} and 0 < applied["x"] < 5_000
+    assert applied["x"] == lane_row(shop)["processed"]
+    worker.stop()
+
+
+def chromium() -> Any:
+    """Debian's headless Chromium through its chromedriver."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ):
+        options.add_argument(flag)
+    try:
+        driver = webdriver.Chrome(options=options, service=ChromeService(CHROMEDRIVER))
+    except Exception as error:
+        unavailable("Chromium", error)
+    driver.implicitly_wait(10)
+    return driver
+
+
+def port_open(port: int) -> bool:
+    """True once something listens on the port."""
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def lane_row(shop: Shop) -> dict[str, Any]:
+    """The task's one lane, as stored."""
+    with shop.engine.connect() as connection:
+        found = (
+            connection.execute(text("SELECT * FROM task_lanes WHERE version = :v"), {"v": APPEND})
+            .mappings()
+            .first()
+        )
+        return dict(found) if found else {}
