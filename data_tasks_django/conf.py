@@ -93,7 +93,9 @@ def celery_app() -> str:
     named = options().get("CELERY_APP")
     if named:
         return str(named)
-    project = str(django_settings.SETTINGS_MODULE).rpartition(".")[0] or "celery"
+    project = str(django_settings.SETTINGS_MODULE or "").rpartition(".")[0]
+    if not project:
+        raise ImproperlyConfigured("set DATA_TASKS['CELERY_APP'] to the project's Celery app")
     return f"{project}.celery:app"
 
 
