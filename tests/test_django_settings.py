@@ -67,7 +67,7 @@ def test_a_queryset_on_another_database_is_refused(shop_in_process: str) -> None
 
     from data_tasks_django import keyset_backfill
 
-    with pytest.raises(ValueError, match="reads database 'replica'.*use .using\\('default'\\)"):
+    with pytest.raises(ValueError, match=r"reads database 'replica'.*use \.using\('default'\)"):
         keyset_backfill(Customer.objects.using("replica"))(lambda customers: None)
 
 
