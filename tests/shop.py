@@ -121,8 +121,8 @@ class Shop:
         return self.url.rsplit("/", 1)[1]
 
     def data_tasks(self) -> dict[str, Any]:
-        """The DATA_TASKS setting the shop's processes get."""
-        return dict(json.loads(self.env()["TEST_DATA_TASKS"]))
+        """The DATA_TASKS setting the shop's processes get (the shop's own, then the tests')."""
+        return {"CELERY_APP": "shop.celery:app", **json.loads(self.env()["TEST_DATA_TASKS"])}
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of the shop's processes."""
@@ -185,6 +185,18 @@ class Shop:
             row = (
                 connection.execute(
                     text("SELECT * FROM task_records WHERE version = :v"), {"v": version}
+                )
+                .mappings()
+                .first()
+            )
+            return dict(row) if row else {}
+
+    def lane(self, version: str) -> dict[str, Any]:
+        """A one-lane task's lane as stored (empty before its first run)."""
+        with self.engine.connect() as connection:
+            row = (
+                connection.execute(
+                    text("SELECT * FROM task_lanes WHERE version = :v"), {"v": version}
                 )
                 .mappings()
                 .first()

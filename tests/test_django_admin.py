@@ -15,7 +15,6 @@ from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
-from sqlalchemy import text
 
 from tests.faults.harness import free_port, log_lines
 from tests.processes import wait_for
@@ -140,7 +139,7 @@ def test_pause_clicked_in_chromium_stops_a_running_backfill_after_its_batch(
     applied = shop.notes()
     assert shop.status(APPEND) == "paused"
     assert set(applied) == {"", "x"} and 0 < applied["x"] < 5_000
-    assert applied["x"] == lane_row(shop)["processed"]
+    assert applied["x"] == shop.lane(APPEND)["processed"]
     worker.stop()
 
 
@@ -170,14 +169,3 @@ def port_open(port: int) -> bool:
     """True once something listens on the port."""
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def lane_row(shop: Shop) -> dict[str, Any]:
-    """The task's one lane, as stored."""
-    with shop.engine.connect() as connection:
-        found = (
-            connection.execute(text("SELECT * FROM task_lanes WHERE version = :v"), {"v": APPEND})
-            .mappings()
-            .first()
-        )
-        return dict(found) if found else {}
