@@ -91,3 +91,19 @@ def test_a_queryset_batch_outside_the_runners_transaction_is_refused(
         refused.value
     )
     assert shop.notes() == {"": 10}
+
+
+def test_the_shops_own_celery_app_carries_the_jobs_with_their_reliability_options(
+    shop_in_process: str,
+) -> None:
+    from shop.celery import app
+
+    chunk, sweep = app.tasks["data_tasks.run_chunk"], app.tasks["data_tasks.sweep"]
+
+    assert (chunk.acks_late, chunk.reject_on_worker_lost, chunk.serializer) == (True, True, "json")
+    assert sweep.acks_late and sweep.ignore_result
+    assert app.conf.task_routes["data_tasks.run_chunk"] == {"queue": "data_tasks"}
+    assert app.conf.beat_schedule["data-tasks-sweep"]["task"] == "data_tasks.sweep"
+    assert app.conf.worker_prefetch_multiplier == 1
+    assert app.conf.broker_transport == "data_tasks.transport:Transport"
+    assert app.conf.broker_transport_options["visibility_timeout"] >= 3600
