@@ -34,4 +34,4 @@ def run(argv: Sequence[str]) -> int:
         return USAGE
     if arguments[:1] == ["enqueue"]:
         return enqueue.main(arguments[1:], settings, prepare, prog=f"{PROG} enqueue")
-    return cli.main(arguments, settings, prepare, prog=PROG)
+    return cli.main(arguments, settings, prepare, prog=PROG, description=__doc__)

@@ -274,9 +274,11 @@ def cmd_new(settings: Settings, args: argparse.Namespace) -> int:
     return OK
 
 
-def build_parser(prog: str = "python -m deploy_hooks") -> argparse.ArgumentParser:
+def build_parser(
+    prog: str = "python -m deploy_hooks", description: str | None = None
+) -> argparse.ArgumentParser:
     """The command line."""
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
+    parser = argparse.ArgumentParser(prog=prog, description=description or __doc__)
     parser.add_argument("--version", action="version", version=installed_version())
     database = argparse.ArgumentParser(add_help=False)
     database.add_argument(
@@ -339,6 +341,7 @@ def main(
     settings: Settings | None = None,
     prepare: Prepare | None = None,
     prog: str = "python -m deploy_hooks",
+    description: str | None = None,
 ) -> int:
     """Run one operator command; domain errors become one line and an exit code here.
 
@@ -346,7 +349,7 @@ def main(
     runtime before the command runs.
     """
     try:
-        args = build_parser(prog).parse_args(argv)
+        args = build_parser(prog, description).parse_args(argv)
     except SystemExit as exit:
         # argparse exits 2 on a usage error, which here means "invalid task files".
         return OK if exit.code in (0, None) else USAGE

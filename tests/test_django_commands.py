@@ -47,6 +47,8 @@ def test_the_commands_exit_as_python_m_deploy_hooks_does(shop: Shop) -> None:
     bad = shop.manage("data_tasks", "status", env={"TEST_DATA_TASKS": unknown})
     assert bad.returncode == USAGE
     assert bad.stderr.strip() == "error: DATA_TASKS has an unknown key 'CHUNK_SECOND'"
+    flower = shop.manage("data_tasks", "flower", env={"FLOWER_BASIC_AUTH": ""})
+    assert flower.returncode == USAGE and "refusing to start Flower" in flower.stderr
     (shop.tasks_dir / "20250803000000_Bad Name.py").write_text("")
     refused = shop.manage("data_tasks", "enqueue")
     assert refused.returncode == INVALID_TASKS
