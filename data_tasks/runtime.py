@@ -31,6 +31,10 @@ def _never() -> bool:
     return False
 
 
+# Told of each statement run: (connection, cursor, statement, ...), as after_cursor_execute is.
+StatementHook = Callable[..., None]
+
+
 class BatchHost(Protocol):
     """Where a chunk's batches run when it is not the records engine: a Django project's
     own connection, with its transaction block around each batch."""
@@ -41,6 +45,11 @@ class BatchHost(Protocol):
 
     def transaction(self) -> AbstractContextManager[object]:
         """Entered around each batch, outside the batch's own transaction."""
+        ...
+
+    def watch(self, on_statement: StatementHook) -> AbstractContextManager[object]:
+        """While entered, on_statement(None, cursor, sql) follows each statement the host's
+        own code runs (the ORM's), as SQLAlchemy's after_cursor_execute follows the session's."""
         ...
 
 
@@ -125,6 +134,10 @@ class Runtime:
     def batch_transaction(self) -> AbstractContextManager[object]:
         """What each batch runs inside, around its own transaction (the batch host's block)."""
         return self.batch_host.transaction() if self.batch_host else nullcontext()
+
+    def watching(self, on_statement: StatementHook) -> AbstractContextManager[object]:
+        """Follow the statements the batch host's own code runs; nothing without a host."""
+        return self.batch_host.watch(on_statement) if self.batch_host else nullcontext()
 
     def step(self, name: str) -> None:
         """Mark a step of claiming or starting work: "claimed", "taken", "started", "planned"."""

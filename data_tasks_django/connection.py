@@ -18,7 +18,7 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import SingletonThreadPool
 
 from data_tasks.discovery import Catalog
-from data_tasks.runtime import Runtime
+from data_tasks.runtime import Runtime, StatementHook
 from data_tasks_django import conf
 
 
@@ -80,6 +80,18 @@ class DjangoConnection:
         """Django's atomic block on the alias, entered before the batch's first statement."""
         block: AbstractContextManager[object] = transaction.atomic(using=self.alias)
         return block
+
+    def watch(self, on_statement: StatementHook) -> AbstractContextManager[object]:
+        """Tell on_statement of each statement the ORM runs on the alias (a dry run counts
+        the rows they change)."""
+
+        def follow(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+            result = execute(sql, params, many, context)
+            on_statement(None, context["cursor"], sql)
+            return result
+
+        wrapper: AbstractContextManager[object] = connections[self.alias].execute_wrapper(follow)
+        return wrapper
 
 
 def setup() -> None:

@@ -68,4 +68,5 @@ def test_new_writes_into_the_project_folder_and_dry_run_rolls_orm_writes_back(
     assert [p.name.endswith("_backfill_orders.py") for p in shop.tasks_dir.iterdir()].count(True)
     assert dry.returncode == OK, dry.stderr
     assert "(rolled back)" in dry.stdout
+    assert "would change 200 rows in 2 batch(es)" in dry.stdout  # the ORM's, counted
     assert shop.notes() == {"": 250}
