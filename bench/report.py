@@ -107,8 +107,10 @@ def plot(path: Path, figures: Sequence[Figure]) -> None:
 
 
 SHORT = {
-    "keyset_vs_loop": "keyset backfill\nvs hand-written loop",
-    "keyset_vs_procedure": "keyset backfill\nvs PL/pgSQL procedure",
+    "keyset_fixed_vs_loop": "keyset backfill, 1,000 per batch\nvs hand-written loop",
+    "keyset_default_vs_loop": "keyset backfill, default size\nvs hand-written loop",
+    "keyset_default_vs_update": "keyset backfill, default size\nvs one UPDATE of the table",
+    "keyset_default_vs_procedure": "keyset backfill, default size\nvs PL/pgSQL procedure",
     "rows_vs_loop": "row iteration\nvs hand-written loop",
     "adaptive_vs_fixed": "adaptive batch size\nvs fixed 1,000",
     "scale_out": "2 worker processes vs 1\n(sharded, CPU-bound)",
