@@ -37,6 +37,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--small-tasks", type=int, help="one-shot data tasks in the many-small run")
     parser.add_argument("--hook-files", type=int, help="task files in the deploy hook's directory")
     parser.add_argument(
+        "--size-rows", type=int, nargs=2, metavar=("SMALL", "LARGE"), help="the size benchmark's"
+    )
+    parser.add_argument(
         "--only", default=",".join(DEFAULT), help=f"comma-separated subset of {SCENARIOS}"
     )
     parser.add_argument(
@@ -56,6 +59,8 @@ def configure(args: argparse.Namespace) -> Config:
         for name in ("repetitions", "keyset_rows", "rows_rows", "small_tasks", "hook_files")
         if getattr(args, name) is not None
     }
+    if args.size_rows is not None:
+        changes["size_rows"] = tuple(args.size_rows)
     return config.with_(**changes)
 
 

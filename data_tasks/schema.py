@@ -26,11 +26,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from data_tasks.errors import DataTaskError
 from data_tasks.history import TaskHistory
 from data_tasks.lanes import LaneStatus, TaskLane
+from data_tasks.layout import SCHEMA_VERSION as SCHEMA_VERSION
 from data_tasks.records import Base, TaskRecord
 from data_tasks.status import DONE, Status
-
-# 1: 0.1.0 (the cursor on task_records, parallel shards in task_shards); 2: lanes.
-SCHEMA_VERSION = 2
 
 
 class SchemaVersion(Base):

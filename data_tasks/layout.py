@@ -1,0 +1,4 @@
+"""The version of the runner's table layout, readable without the ORM that defines the tables."""
+
+# 1: 0.1.0 (the cursor on task_records, parallel shards in task_shards); 2: lanes.
+SCHEMA_VERSION = 2
