@@ -114,7 +114,8 @@ SHORT = {
     "rows_vs_loop": "row iteration\nvs hand-written loop",
     "adaptive_vs_fixed": "adaptive batch size\nvs fixed 1,000",
     "scale_out": "2 worker processes vs 1\n(sharded, CPU-bound)",
-    "hook_vs_imports": "deploy hook vs\nimport celery, sqlalchemy, redis",
+    "hook_vs_imports": "deploy hook, nothing new, vs\nimport celery, sqlalchemy, redis",
+    "hook_pending_vs_imports": "deploy hook, 10 to publish, vs\nimport celery, sqlalchemy, redis",
     "hook_queries": "deploy hook queries,\n100 -> 1,000 files",
     "memory_growth": "worker peak RSS,\n1,000,000 vs 100,000 rows",
 }

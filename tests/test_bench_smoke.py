@@ -42,6 +42,7 @@ def test_every_benchmark_runs_and_writes_its_results(postgres_url: str, tmp_path
         "rows_wal",
         "rows_lock_waits",
         "hook_vs_imports",
+        "hook_pending_vs_imports",
         "hook_queries",
         "hook_round_trips",
         "small_tasks_overhead",
