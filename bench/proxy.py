@@ -16,7 +16,7 @@ from types import TracebackType
 
 
 class Conversation:
-    """One client connection's turns; `waiting_for_server` flips with the direction of data."""
+    """One client connection's turns: who spoke last decides whether the client starts one."""
 
     def __init__(self) -> None:
         self.turns = 0
