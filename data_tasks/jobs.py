@@ -12,6 +12,7 @@ from typing import Any
 from celery.worker import state as worker_state
 
 from data_tasks.errors import InvalidMessage, PassRunning
+from data_tasks.history import send_unsent
 from data_tasks.publisher import CeleryPublisher, ChunkMessage
 from data_tasks.runner import run_chunk
 from data_tasks.runtime import COMMAND_TIMEOUTS, Runtime
@@ -77,15 +78,19 @@ def run_chunk_job(task: Any, settings: Settings, kwargs: dict[str, Any]) -> dict
 
 def sweep_job(task: Any, settings: Settings) -> dict[str, Any]:
     """The deploy hook's pass on a schedule: re-publish lost jobs, reclaim dead runs."""
+    current = process_runtime(task.app, settings, task.request.hostname, sweep=True)
     try:
-        report = enqueue(process_runtime(task.app, settings, task.request.hostname, sweep=True))
+        report = enqueue(current)
     except PassRunning as running:
         logger.info("sweep skipped: %s", running)
         return {"skipped": str(running)}
     for item in report.enqueued:
         logger.info("sweep enqueued %s (epoch %s, %s)", item.version, item.epoch, item.reason)
+    # A process that made a change gets stale_seconds to send its notice itself.
+    resent = send_unsent(current.engine, current.catalog, settings.stale_seconds)
     return {
         "enqueued": [item.version for item in report.enqueued],
         "in_flight": report.in_flight,
         "failed": report.failed,
+        "notices_resent": resent,
     }
