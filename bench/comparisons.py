@@ -51,29 +51,19 @@ def round_trips(shape: str, head: str, cost: dict[str, dict[str, Any]], runner_n
     )
 
 
-def wal_per_million(samples: dict[str, list[Sample]], rows: int) -> dict[str, float]:
-    """Each method's WAL bytes per 1,000,000 rows: the least of its runs (noise only adds)."""
-    return {
-        name: min(s.wal_bytes for s in runs) * 1_000_000 / rows for name, runs in samples.items()
-    }
-
-
 def cost_figures(
-    shape: str,
-    head: str,
-    rows: int,
-    samples: dict[str, list[Sample]],
-    cost: dict[str, dict[str, Any]],
-    runner_name: str,
+    shape: str, head: str, cost: dict[str, dict[str, Any]], runner_name: str
 ) -> list[Figure]:
     """WAL bytes and lock waits per 1,000,000 rows, the runner's against the loop's."""
-    wal = wal_per_million(samples, rows)
+    wal = {name: found["wal_bytes_per_million_rows"] for name, found in cost.items()}
+    whole = any(found["wal_scope"] != "database" for found in cost.values())
+    scope = " (the whole server's: pg_walinspect missing)" if whole else ""
     locks = {name: found["lock_wait_seconds_per_million_rows"] for name, found in cost.items()}
     mib = 1024 * 1024
     return [
         Figure(
             f"{shape}_wal",
-            f"{head}: WAL per 1,000,000 rows, runner vs hand-written loop",
+            f"{head}: WAL per 1,000,000 rows{scope}, runner vs hand-written loop",
             wal[runner_name] / max(1.0, wal["loop"]),
             "x WAL",
             None,

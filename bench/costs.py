@@ -8,22 +8,26 @@
   benchmark's database whose wait_event_type is Lock; seconds = samples x 10 ms. PostgreSQL 15
   keeps no lock-wait time of its own, and log_lock_waits reports only waits longer than
   deadlock_timeout (1 s);
-- WAL bytes: pg_current_wal_lsn() before and after each timed run. The LSN is the server's, so
-  a neighbour writing to another database meanwhile is counted too; such noise only adds, so
-  the least of the timed runs is quoted (exact on a quiet server, an upper bound on a busy one).
+- WAL bytes: in the same run, the WAL records between the run's first and last position that
+  belong to the benchmark's database, read back with pg_walinspect: those whose blocks are in
+  its relations, and every record (commits included) of the transactions that wrote them. The
+  server's WAL position alone would count every other database's writes too, and the server is
+  shared. Without pg_walinspect the position's difference is quoted, marked as the server's.
   Each run starts right after a CHECKPOINT, so its first change to each page logs the whole
   page, as the first backfill after a production checkpoint does.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from bench.proxy import CountingProxy
 from bench.services import Services
@@ -33,20 +37,64 @@ LOCK_WAITERS = text(
     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
     "AND wait_event_type = 'Lock'"
 )
-WAL_LSN = text("SELECT pg_current_wal_lsn()")
-WAL_DIFF = text("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), CAST(:before AS pg_lsn))")
+WAL_FLUSHED = text("SELECT pg_current_wal_flush_lsn()")
+HOLD_WAL = text("SELECT pg_create_physical_replication_slot(:name, true, true)")
+RELEASE_WAL = text("SELECT pg_drop_replication_slot(:name)")
+DATABASE_OID = text("SELECT oid FROM pg_database WHERE datname = current_database()")
+WAL_DIFF = text("SELECT pg_wal_lsn_diff(CAST(:end AS pg_lsn), CAST(:start AS pg_lsn))")
+OWN_WAL = text(
+    """
+    WITH records AS (
+        SELECT xid::text AS xid, record_length, block_ref
+        FROM pg_get_wal_records_info(CAST(:start AS pg_lsn), CAST(:end AS pg_lsn))
+    ), ours AS (
+        SELECT DISTINCT xid FROM records WHERE block_ref LIKE :blocks AND xid <> '0'
+    )
+    SELECT coalesce(sum(record_length), 0) FROM records
+    WHERE block_ref LIKE :blocks OR xid IN (SELECT xid FROM ours)
+    """
+)
 
 
-def wal_position(engine: Engine) -> str:
-    """The server's current WAL position."""
-    with engine.connect() as connection:
-        return str(connection.execute(WAL_LSN).scalar_one())
+class WalReader:
+    """Holds the run's WAL on the server, then sums the records of the benchmark's database.
 
+    A temporary physical replication slot, taken before the run, keeps the server from
+    recycling the run's WAL segments (a shared server checkpoints often); it is dropped after,
+    and would go with the connection should the benchmark die. Without pg_walinspect or a free
+    slot, the server's position is used.
+    """
 
-def wal_since(engine: Engine, position: str) -> int:
-    """Bytes of WAL the server wrote since `position`."""
-    with engine.connect() as connection:
-        return int(connection.execute(WAL_DIFF, {"before": position}).scalar_one())
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.scope = "database"
+
+    @contextmanager
+    def holding(self) -> Iterator[Connection]:
+        """A connection keeping the WAL from here on, while the block runs."""
+        slot = f"bench_wal_{os.getpid()}"
+        with self.engine.connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                connection.execute(text("CREATE EXTENSION IF NOT EXISTS pg_walinspect"))
+                connection.execute(HOLD_WAL, {"name": slot})
+            except DBAPIError:
+                self.scope = "server"
+            try:
+                yield connection
+            finally:
+                if self.scope == "database":
+                    connection.execute(RELEASE_WAL, {"name": slot})
+
+    def bytes_between(self, connection: Connection, start: str, end: str) -> int:
+        """Bytes of WAL between two positions: this database's, or else the server's."""
+        if self.scope == "database":
+            oid = connection.execute(DATABASE_OID).scalar_one()
+            found = connection.execute(
+                OWN_WAL, {"start": start, "end": end, "blocks": f"%/{oid}/%"}
+            )
+            return int(found.scalar_one())
+        return int(connection.execute(WAL_DIFF, {"start": start, "end": end}).scalar_one())
 
 
 @dataclass(frozen=True)
@@ -57,6 +105,9 @@ class Cost:
     batches: int | None
     round_trips: int
     lock_wait_seconds: float
+    wal_bytes: int
+    # "database": this database's records only; "server": the server's position moved by.
+    wal_scope: str
 
     def per_batch(self) -> float | None:
         """Round trips per batch, when the run's batches are known."""
@@ -71,6 +122,7 @@ class Cost:
         return {
             **asdict(self),
             "round_trips_per_batch": self.per_batch(),
+            "wal_bytes_per_million_rows": self.per_million(self.wal_bytes),
             "lock_wait_seconds_per_million_rows": self.per_million(self.lock_wait_seconds),
         }
 
@@ -121,12 +173,16 @@ class Counted:
 def measure(
     services: Services, rows: int, batches: int | None, run: Callable[[Counted], None]
 ) -> Cost:
-    """Run `run` once with a counting proxy for it to use, sampling lock waits."""
+    """Run `run` once with a counting proxy for it to use, sampling lock waits and WAL."""
     host, port = services.address()
-    with CountingProxy(host, port) as proxy:
+    wal = WalReader(services.engine)
+    with wal.holding() as connection, CountingProxy(host, port) as proxy:
+        start = str(connection.execute(WAL_FLUSHED).scalar_one())
         counted = Counted(proxy, services.url_through(proxy.port))
         proxy.reset()
         with LockSampler(services.engine).running() as sampler:
             run(counted)
         round_trips = proxy.round_trips
-    return Cost(rows, batches, round_trips, sampler.seconds)
+        end = str(connection.execute(WAL_FLUSHED).scalar_one())
+        written = wal.bytes_between(connection, start, end)
+    return Cost(rows, batches, round_trips, sampler.seconds, written, wal.scope)

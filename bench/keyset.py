@@ -64,7 +64,6 @@ def run(services: Services, config: Config) -> list[Figure]:
         "seconds": {name: seconds(found) for name, found in samples.items()},
         "inner_seconds": {name: [s.inner for s in found] for name, found in samples.items()},
         "peak_rss_bytes": [s.peak_rss_bytes for s in samples["runner_fixed"]],
-        "wal_bytes": {name: [s.wal_bytes for s in found] for name, found in samples.items()},
         "costs": cost,
     }
     head = f"keyset backfill, {rows:,} rows"
@@ -108,5 +107,5 @@ def run(services: Services, config: Config) -> list[Figure]:
         ),
     ]
     figures.append(round_trips("keyset", f"{head}, {batch:,} keys per batch", cost, fixed))
-    figures += cost_figures("keyset", head, rows, samples, cost, fixed)
+    figures += cost_figures("keyset", head, cost, fixed)
     return figures

@@ -10,9 +10,9 @@ imports and the connections; the runner is not charged its worker's start-up, no
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from bench.costs import Cost, Counted, measure, wal_position, wal_since
+from bench.costs import Cost, Counted, measure
 from bench.data import count_unfilled, create_users, run_data_task
 from bench.services import Services
 
@@ -27,8 +27,6 @@ class Sample:
     inner: float
     # The worker's pool process peak RSS (the runner only).
     peak_rss_bytes: int = 0
-    # WAL the server wrote during the run (see bench.costs.wal_since).
-    wal_bytes: int = 0
 
 
 def baseline(services: Services, kind: str, batch: int, **env: str) -> Sample:
@@ -64,8 +62,7 @@ def interleaved(
         shift = round_number % len(names)
         for name in names[shift:] + names[:shift]:
             create_users(services.engine, rows)
-            lsn = wal_position(services.engine)
-            sample = replace(methods[name](), wal_bytes=wal_since(services.engine, lsn))
+            sample = methods[name]()
             unfilled = count_unfilled(services.engine)
             if unfilled:
                 raise RuntimeError(f"{name} left {unfilled} of {rows:,} rows unfilled")

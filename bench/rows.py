@@ -37,7 +37,6 @@ def run(services: Services, config: Config) -> list[Figure]:
         "seconds": {name: seconds_of(found) for name, found in samples.items()},
         "inner_seconds": {name: [s.inner for s in found] for name, found in samples.items()},
         "costs": cost,
-        "wal_bytes": {name: [s.wal_bytes for s in found] for name, found in samples.items()},
     }
     head = f"row iteration, {rows:,} rows"
     return [
@@ -51,5 +50,5 @@ def run(services: Services, config: Config) -> list[Figure]:
             detail,
         ),
         round_trips("rows", f"{head}, {batch:,} rows per batch", cost, "runner"),
-        *cost_figures("rows", head, rows, samples, cost, "runner"),
+        *cost_figures("rows", head, cost, "runner"),
     ]

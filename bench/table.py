@@ -47,14 +47,18 @@ def verdict(figure: dict[str, Any]) -> str:
 
 def about(run: dict[str, Any]) -> str:
     """The line saying which run measured the figures below it."""
-    machine = run["machine"]
-    repetitions = run["config"]["repetitions"]
-    warmup = run["config"]["warmup"]
+    machine, config = run["machine"], run["config"]
+    if run["scenarios"] == ["size"]:
+        method = f"each figure compares the medians of {config['size_repetitions']} run(s) a size"
+    else:
+        method = (
+            f"each ratio is the median of {config['repetitions']} interleaved rounds after "
+            f"{config['warmup']} discarded warm-up round(s)"
+        )
     return (
         f"Generated from `{run['command']}` of {str(run['started'])[:10]}: "
         f"{duration(run['seconds'])} on {machine['cpus']} cores ({machine['cpu_model']}, "
-        f"{machine['memory_gib']:g} GiB, Python {machine['python']}); each ratio is the median "
-        f"of {repetitions} interleaved rounds after {warmup} discarded warm-up round(s)."
+        f"{machine['memory_gib']:g} GiB, Python {machine['python']}); {method}."
     )
 
 

@@ -20,7 +20,7 @@ RUN = {
     "seconds": 754,
     "scenarios": ["keyset"],
     "machine": {"cpus": 2, "cpu_model": "AMD EPYC", "memory_gib": 23.5, "python": "3.11.7"},
-    "config": {"repetitions": 5, "warmup": 1},
+    "config": {"repetitions": 5, "warmup": 1, "size_repetitions": 1},
 }
 
 
@@ -55,6 +55,8 @@ def test_a_run_replaces_its_own_figures_and_keeps_the_others() -> None:
     table = render(document)
     assert "Generated from `python -m bench` of 2026-11-30: 12 min 34 s on 2 cores" in table
     assert "Generated from `python -m bench --only size` of 2026-12-01" in table
+    assert "each figure compares the medians of 1 run(s) a size." in table
+    assert "the median of 5 interleaved rounds after 1 discarded warm-up round(s)." in table
     assert "| a \\| label | 1.00 x speed | >= 0.95 | met | a 1.00 s |" in table
     assert "| b \\| label | 0.97 x speed | - | - | b 1.00 s |" in table
     # A run whose figures were all replaced is no longer listed.
