@@ -45,6 +45,7 @@ def test_a_run_replaces_its_own_figures_and_keeps_the_others() -> None:
         **RUN,
         "started": "2026-12-01T10:00:00+00:00",
         "command": "python -m bench --only size",
+        "scenarios": ["size"],
     }
     merge(document, later, [figure("b", 0.97, None)])
 
