@@ -1,9 +1,8 @@
-"""The table printed, results.json and the plot the README shows."""
+"""The table printed, the machine the figures were measured on, and the plot the README shows."""
 
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import platform
 from collections.abc import Sequence
@@ -59,30 +58,6 @@ def table(figures: Sequence[Figure]) -> str:
     ]
     lines.insert(1, "-" * max(len(line) for line in lines))
     return "\n".join(line.rstrip() for line in lines)
-
-
-def markdown_table(figures: Sequence[Figure]) -> str:
-    """The same table in Markdown, for the README."""
-    lines = [
-        "| benchmark | median | target | | absolute (medians) |",
-        "| --- | ---: | ---: | --- | --- |",
-    ]
-    for figure in figures:
-        lines.append(
-            f"| {figure.label} | {figure.value:.2f} {figure.unit} | {figure.target_text()} "
-            f"| {verdict(figure)} | {figure.absolute} |"
-        )
-    return "\n".join(lines)
-
-
-def write_json(path: Path, figures: Sequence[Figure], settings: dict[str, Any]) -> None:
-    """Every figure with its samples and details, and the machine and sizes used."""
-    document = {
-        "machine": machine(),
-        "config": settings,
-        "figures": [figure.as_dict() for figure in figures],
-    }
-    path.write_text(json.dumps(document, indent=2, default=str) + "\n")
 
 
 def plot(path: Path, figures: Sequence[Figure]) -> None:
