@@ -11,9 +11,12 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from data_tasks.data_task import DataTask
 from data_tasks.errors import InvalidTaskFile, UnknownVersion
+
+if TYPE_CHECKING:
+    from data_tasks.data_task import DataTask
 
 logger = logging.getLogger("data_tasks")
 
@@ -63,6 +66,9 @@ def discover(tasks_dirs: Path | Sequence[Path]) -> list[TaskFile]:
 
 def load(task_file: TaskFile) -> DataTask:
     """Import a task file by path and return the one data task it declares."""
+    # Here, not at the top: the deploy hook lists files without importing the ORM it needs.
+    from data_tasks.data_task import DataTask
+
     module_name = f"data_tasks_files.v{task_file.version}_{task_file.name}"
     try:
         spec = importlib.util.spec_from_file_location(module_name, task_file.path)

@@ -14,17 +14,13 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
 from data_tasks.coordination import Coordinator, connect
+from data_tasks.database import COMMAND_TIMEOUTS as COMMAND_TIMEOUTS
 from data_tasks.database import Timeouts, make_engine
 from data_tasks.discovery import Catalog
 from data_tasks.errors import InvalidUrl
 from data_tasks.publisher import ChunkMessage, Publisher
 from data_tasks.schema import create_tables
 from data_tasks.settings import Settings, redact
-
-# The deploy hook, the sweep and the operator commands touch records only: a row held by a
-# long batch, or a statement that does not come back, fails them within these bounds.
-# Batches (workers, `run --inline`, `dry-run`) keep the server's own limits.
-COMMAND_TIMEOUTS = Timeouts(lock_seconds=4.0, statement_seconds=6.0)
 
 
 def _never() -> bool:

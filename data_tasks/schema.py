@@ -28,12 +28,9 @@ from sqlalchemy.schema import CreateColumn
 from data_tasks.errors import DataTaskError
 from data_tasks.history import TaskHistory
 from data_tasks.lanes import LaneStatus, TaskLane
+from data_tasks.layout import SCHEMA_VERSION as SCHEMA_VERSION
 from data_tasks.records import Base, TaskRecord
 from data_tasks.status import DONE, Status
-
-# 1: 0.1.0 (the cursor on task_records, parallel shards in task_shards); 2: lanes;
-# 3: notices sent at least once (task_history.notice_sent_at, notice_attempts).
-SCHEMA_VERSION = 3
 
 
 class SchemaVersion(Base):
