@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench reliability fuzz clean
+.PHONY: setup demo test lint bench bench-scale reliability fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +34,17 @@ lint: $(STAMP)
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q tests/test_properties.py --hypothesis-show-statistics
 
+# Every benchmark but the size one (about 15 minutes on 2 cores), then the README's performance
+# table rewritten from bench/results.json.
 bench: $(STAMP)
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.table
+
+# Not in CI: both shapes at 1,000,000 and 20,000,000 rows (tens of minutes), merged into
+# bench/results.json, then the README's table rewritten.
+bench-scale: $(STAMP)
+	$(BIN)/python -m bench --only size
+	$(BIN)/python -m bench.table
 
 # The fault suite with a ledger, then the README's reliability table rewritten from it. The table
 # is written even when a case failed (it says so); the target still fails then.

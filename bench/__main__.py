@@ -1,4 +1,8 @@
-"""`python -m bench`: run the benchmarks, print the table, write results.json and the plot."""
+"""`python -m bench`: run the benchmarks, print the table, merge results.json, draw the plot.
+
+`make bench` runs every benchmark but the size one; `make bench-scale` runs `--only size`. Both
+then rewrite the README's table from results.json (`python -m bench.table`).
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,19 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import adaptive, hook, keyset, memory, rows, scale_out, small_tasks
+from bench import adaptive, hook, keyset, memory, results, rows, scale_out, size, small_tasks
 from bench.config import FULL, QUICK, Config
 from bench.figures import Figure
-from bench.report import markdown_table, plot, table, write_json
+from bench.report import machine, plot, table
 from bench.services import Services
 
 HERE = Path(__file__).resolve().parent
-SCENARIOS = ("keyset", "rows", "hook", "small", "memory", "adaptive", "scale")
+# `size` (20,000,000 rows, many minutes) runs only when asked for: `make bench-scale`.
+SCENARIOS = ("keyset", "rows", "hook", "small", "memory", "adaptive", "scale", "size")
+DEFAULT = SCENARIOS[:-1]
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -30,9 +37,16 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--small-tasks", type=int, help="one-shot data tasks in the many-small run")
     parser.add_argument("--hook-files", type=int, help="task files in the deploy hook's directory")
     parser.add_argument(
-        "--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {SCENARIOS}"
+        "--size-rows", type=int, nargs=2, metavar=("SMALL", "LARGE"), help="the size benchmark's"
     )
-    parser.add_argument("--out", type=Path, default=HERE, help="where results.json/png go")
+    parser.add_argument(
+        "--only", default=",".join(DEFAULT), help=f"comma-separated subset of {SCENARIOS}"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="where results.json/png go (default bench/; --quick writes nowhere unless given)",
+    )
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
     return parser.parse_args(argv)
 
@@ -45,6 +59,8 @@ def configure(args: argparse.Namespace) -> Config:
         for name in ("repetitions", "keyset_rows", "rows_rows", "small_tasks", "hook_files")
         if getattr(args, name) is not None
     }
+    if args.size_rows is not None:
+        changes["size_rows"] = tuple(args.size_rows)
     return config.with_(**changes)
 
 
@@ -63,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures: list[Figure] = []
     failed: list[str] = []
     began = time.monotonic()
+    started = datetime.now(UTC).isoformat(timespec="seconds")
     with (
         tempfile.TemporaryDirectory(prefix="bench-") as work,
         Services(Path(work), cache_bytecode=not args.quick) as services,
@@ -75,10 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "memory": lambda: memory.run(services, config, known_peaks(figures, config)),
             "adaptive": lambda: adaptive.run(services, config),
             "scale": lambda: scale_out.run(services, config),
+            "size": lambda: size.run(services, config),
         }
         for name in SCENARIOS:
             if name in chosen:
-                started = time.monotonic()
+                step_began = time.monotonic()
                 print(f"running {name} ...", file=sys.stderr, flush=True)
                 try:
                     found = steps[name]()
@@ -89,14 +107,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                     continue
                 figures += found
                 print(table(found), file=sys.stderr)
-                print(f"  {name} took {time.monotonic() - started:.0f} s", file=sys.stderr)
+                print(f"  {name} took {time.monotonic() - step_began:.0f} s", file=sys.stderr)
+    seconds = time.monotonic() - began
     print(table(figures))
-    print(f"\n{len(figures)} figures in {time.monotonic() - began:.0f} s")
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "results.json", figures, asdict(config))
-    (args.out / "results.md").write_text(markdown_table(figures) + "\n")
-    if not args.no_plot:
-        plot(args.out / "results.png", figures)
+    print(f"\n{len(figures)} figures in {seconds:.0f} s")
+    out = args.out if args.out is not None or args.quick else HERE
+    if out is not None:
+        run = {
+            "started": started,
+            "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
+            "seconds": round(seconds),
+            "scenarios": chosen,
+            "machine": machine(),
+            "config": asdict(config),
+        }
+        out.mkdir(parents=True, exist_ok=True)
+        document = results.write(out / "results.json", run, figures)
+        if not args.no_plot:
+            plot(out / "results.png", results.figures_of(document))
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
         return 1
@@ -106,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def known_peaks(figures: Sequence[Figure], config: Config) -> dict[int, list[int]]:
     """Peak RSS samples the keyset benchmark already took at its size."""
     for figure in figures:
-        if figure.key == "keyset_vs_loop":
+        if figure.key == "keyset_fixed_vs_loop":
             return {config.keyset_rows: list(figure.detail["peak_rss_bytes"])}
     return {}
 

@@ -31,14 +31,16 @@ def digest(email: str, rounds: int) -> str:
 def create_users(engine: Engine, rows: int) -> None:
     """(Re)create `users` with `rows` rows, vacuumed, analysed and checkpointed.
 
-    Each timed run gets a fresh table, so that no method pays for another's dead tuples.
+    Each timed run gets a fresh table, so that no method pays for another's dead tuples. The
+    table is logged, as a production table is, so the WAL figures count what a user's would;
+    the rows go in before the primary key is built, which is several times faster at 20,000,000.
     """
     with engine.begin() as connection:
         connection.execute(text("DROP TABLE IF EXISTS users"))
         connection.execute(
             text(
-                "CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL, "
-                "email_normalized text)"
+                "CREATE TABLE users "
+                "(id bigint NOT NULL, email text NOT NULL, email_normalized text)"
             )
         )
         connection.execute(
@@ -48,6 +50,8 @@ def create_users(engine: Engine, rows: int) -> None:
             ),
             {"n": rows},
         )
+        connection.execute(text("SET LOCAL maintenance_work_mem = '256MB'"))
+        connection.execute(text("ALTER TABLE users ADD PRIMARY KEY (id)"))
     autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
     with autocommit.connect() as connection:
         connection.execute(text("VACUUM ANALYZE users"))
@@ -70,7 +74,7 @@ def _options(**options: Any) -> str:
 
 
 def keyset_source(
-    batch_size: int, target_batch_seconds: float | None = None, parallel: int | None = None
+    batch_size: int | None, target_batch_seconds: float | None = None, parallel: int | None = None
 ) -> str:
     """A keyset backfill doing the hand-written loop's statement."""
     options = _options(
@@ -97,7 +101,9 @@ def bench_keyset(session: Session, first_id: int, last_id: int) -> None:
 '''
 
 
-def rows_source(batch_size: int, rounds: int | None = None, parallel: int | None = None) -> str:
+def rows_source(
+    batch_size: int | None, rounds: int | None = None, parallel: int | None = None
+) -> str:
     """A row iteration running the shared transform (or the CPU-bound digest) on each row."""
     options = _options(batch_size=batch_size, parallel=parallel, depends_on=[])
     transform = "normalize(row.email)" if rounds is None else f"digest(row.email, {rounds})"

@@ -19,21 +19,30 @@ from bench.figures import Figure, median
 from bench.services import REPO, Services
 
 IMPORTS = "import celery, sqlalchemy, redis"
+# The first version of the directory with pending tasks, and of the one with nothing new.
+PENDING_BASE = 20200101000000
+IDLE_BASE = 20190101000000
 # A task file that is done is never imported, so its body does not matter.
 DONE_SOURCE = '"""Benchmark: a data task recorded as done long ago."""\n'
 
 
-def prepare(services: Services, files: int, pending: int) -> Path:
-    """A directory of `files` task files whose first `files - pending` are recorded as done."""
-    folder = services.work_dir / f"hook_{files}_{pending}"
+def prepare(services: Services, files: int, pending: int, base: int = PENDING_BASE) -> Path:
+    """A directory of `files` task files whose first `files - pending` are recorded as done.
+
+    Versions count up from `base`; records of other bases are left alone (done, fileless, they
+    cost the hook nothing but a row read).
+    """
+    folder = services.work_dir / f"hook_{base}_{files}_{pending}"
     folder.mkdir(exist_ok=True)
-    versions = [f"{20200101000000 + index:014d}" for index in range(files)]
+    versions = [f"{base + index:014d}" for index in range(files)]
     for index, version in enumerate(versions):
         done = index < files - pending
         source = DONE_SOURCE if done else ONE_SHOT_SOURCE
         (folder / f"{version}_bench_hook_{index}.py").write_text(source)
     with services.engine.begin() as connection:
-        connection.execute(text("DELETE FROM task_records"))
+        connection.execute(
+            text("DELETE FROM task_records WHERE version = ANY(:v)"), {"v": versions}
+        )
         connection.execute(
             text(
                 "INSERT INTO task_records (version, name, status, epoch, processed, attempts, "
@@ -49,7 +58,7 @@ def prepare(services: Services, files: int, pending: int) -> Path:
 
 def forget_pending(services: Services, pending: int, files: int) -> None:
     """Make the pending ones new again, and drop the jobs published for them (no worker runs)."""
-    versions = [f"{20200101000000 + index:014d}" for index in range(files - pending, files)]
+    versions = [f"{PENDING_BASE + index:014d}" for index in range(files - pending, files)]
     with services.engine.begin() as connection:
         connection.execute(
             text("DELETE FROM task_records WHERE version = ANY(:v)"), {"v": versions}
@@ -113,21 +122,26 @@ def run(services: Services, config: Config) -> list[Figure]:
     """Time the hook against bare imports, then count its queries and round trips."""
     files, pending = config.hook_files, config.hook_pending
     folder = prepare(services, files, pending)
-    env = services.environment(DATA_TASKS_DIR=str(folder))
+    idle = prepare(services, files, 0, IDLE_BASE)
     hook = [sys.executable, "-m", "deploy_hooks.enqueue", "--quiet"]
-    imports = [sys.executable, "-c", IMPORTS]
-    hook_times: list[float] = []
-    import_times: list[float] = []
-    # Warm the page cache and the bytecode of both, as a deploy of a built release finds them.
-    wall_time(hook, env)
-    wall_time(imports, env)
-    forget_pending(services, pending, files)
-    for repetition in range(config.hook_repetitions):
-        pair = [(hook, hook_times), (imports, import_times)]
-        for command, samples in pair if repetition % 2 == 0 else pair[::-1]:
-            samples.append(wall_time(command, env))
+    commands = {
+        "idle": (hook, services.environment(DATA_TASKS_DIR=str(idle))),
+        "pending": (hook, services.environment(DATA_TASKS_DIR=str(folder))),
+        "imports": ([sys.executable, "-c", IMPORTS], services.environment()),
+    }
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    names = list(commands)
+    # Round 0 warms the page cache and the bytecode of all three, as a deploy of a built
+    # release finds them, and is thrown away; then the order rotates from round to round.
+    for repetition in range(config.hook_repetitions + 1):
+        shift = repetition % len(names)
+        for name in names[shift:] + names[:shift]:
+            seconds = wall_time(*commands[name])
             forget_pending(services, pending, files)
-    per_run = [h / i for h, i in zip(hook_times, import_times, strict=True)]
+            if repetition:
+                times[name].append(seconds)
+    idle_ratios = [h / i for h, i in zip(times["idle"], times["imports"], strict=True)]
+    pending_ratios = [h / i for h, i in zip(times["pending"], times["imports"], strict=True)]
 
     small = max(10, files // 10)
     # Once first, so that what is counted is every deploy's cost, not this process's first
@@ -152,15 +166,26 @@ def run(services: Services, config: Config) -> list[Figure]:
     return [
         Figure(
             "hook_vs_imports",
-            f'deploy hook, {files:,} files ({pending} pending) vs `python -c "{IMPORTS}"`',
-            median(per_run),
+            f'deploy hook, {files:,} files, nothing new, vs `python -c "{IMPORTS}"`',
+            median(idle_ratios),
             "x time",
             1.5,
             "max",
-            f"hook {median(hook_times) * 1000:.0f} ms, "
-            f"imports {median(import_times) * 1000:.0f} ms",
-            per_run,
-            {"hook_seconds": hook_times, "import_seconds": import_times},
+            f"hook {median(times['idle']) * 1000:.0f} ms, "
+            f"imports {median(times['imports']) * 1000:.0f} ms",
+            idle_ratios,
+            {"seconds": times},
+        ),
+        Figure(
+            "hook_pending_vs_imports",
+            f"deploy hook, {files:,} files, {pending} new to publish, vs the same imports",
+            median(pending_ratios),
+            "x time",
+            None,
+            "max",
+            f"hook {median(times['pending']) * 1000:.0f} ms",
+            pending_ratios,
+            {"seconds": times},
         ),
         Figure(
             "hook_queries",

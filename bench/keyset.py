@@ -1,108 +1,111 @@
-"""Keyset backfill: the runner against the hand-written loop and the in-database procedure.
+"""Keyset backfill: the runner, fixed and at its default batch size, against four baselines.
 
-The runner is timed from the deploy hook's start to the record's finish; the loop as a script,
-from its start to its exit; both start a Python process. The batches alone are compared too.
+The baselines: the hand-written SQLAlchemy loop at the same batch size, the same loop in a
+PL/pgSQL procedure (no round trips, the limit of any client-side batching) and one UPDATE of the
+whole table (no batching at all, the limit of any batching). All five run in a process of their
+own (see bench.methods), interleaved, on a fresh table each.
 """
 
 from __future__ import annotations
 
-import time
+from typing import Any
 
-from sqlalchemy import text
-
+from bench import costs
+from bench.comparisons import cost_figures, round_trips, speed
 from bench.config import Config
-from bench.data import count_unfilled, create_users, keyset_source, run_data_task
-from bench.figures import Figure, median, ratios
+from bench.data import keyset_source
+from bench.figures import Figure
+from bench.methods import (
+    baseline,
+    baseline_cost,
+    batches,
+    interleaved,
+    runner,
+    runner_cost,
+    seconds,
+)
 from bench.services import Services
 
-PROCEDURE = """
-CREATE OR REPLACE PROCEDURE bench_backfill(batch bigint) LANGUAGE plpgsql AS $$
-DECLARE
-    lo bigint := 0;
-    top bigint;
-BEGIN
-    SELECT max(id) INTO top FROM users;
-    WHILE lo < top LOOP
-        UPDATE users SET email_normalized = lower(email) WHERE id > lo AND id <= lo + batch;
-        COMMIT;
-        lo := lo + batch;
-    END LOOP;
-END $$
-"""
+
+def methods(services: Services, config: Config) -> dict[str, Any]:
+    """Each method, ready to run on a fresh table."""
+    batch, timeout = config.keyset_batch, config.timeout
+    return {
+        "loop": lambda: baseline(services, "keyset", batch),
+        "runner_fixed": lambda: runner(services, "bench_keyset", keyset_source(batch), timeout),
+        # No batch_size: whatever the task's default is on this code.
+        "runner_default": lambda: runner(services, "bench_keyset", keyset_source(None), timeout),
+        "procedure": lambda: baseline(services, "procedure", batch),
+        "update": lambda: baseline(services, "update", batch),
+    }
 
 
-def procedure(services: Services, batch: int) -> float:
-    """The same loop inside PostgreSQL: no client round trips at all, the limit."""
-    engine = services.autocommit_engine()
-    try:
-        with engine.connect() as connection:
-            connection.execute(text(PROCEDURE))
-            began = time.monotonic()
-            connection.execute(text("CALL bench_backfill(:batch)"), {"batch": batch})
-            return time.monotonic() - began
-    finally:
-        engine.dispose()
+def cost_of(services: Services, config: Config, method: str) -> costs.Cost:
+    """One untimed run of the fixed-size runner or the loop through the counting proxy."""
+    rows, batch = config.keyset_rows, config.keyset_batch
+    known = batches(rows, batch)
+    if method == "runner_fixed":
+        source = keyset_source(batch)
+        return runner_cost(services, rows, known, "bench_keyset", source, config.timeout)
+    return baseline_cost(services, rows, known, "keyset", batch)
 
 
 def run(services: Services, config: Config) -> list[Figure]:
-    """Time the three ways over fresh tables, in rotating order, and quote medians."""
+    """Time the five methods, then measure the costs of each, and quote the figures."""
     rows, batch = config.keyset_rows, config.keyset_batch
-    names = ("loop", "loop_only", "procedure", "runner", "worker")
-    times: dict[str, list[float]] = {name: [] for name in names}
-    peaks: list[int] = []
-    methods = ["loop", "runner", "procedure"]
-    for repetition in range(config.repetitions):
-        # Rotated, so that a slow spell of the machine does not always hit the same method.
-        for method in methods[repetition % 3 :] + methods[: repetition % 3]:
-            create_users(services.engine, rows)
-            if method == "loop":
-                wall, inner = services.run_loop("keyset", batch)
-                times["loop"].append(wall)
-                times["loop_only"].append(inner)
-            elif method == "procedure":
-                times["procedure"].append(procedure(services, batch))
-            else:
-                # A fresh worker per run, so its peak memory belongs to this run alone.
-                with services.worker(concurrency=1) as worker:
-                    result = run_data_task(
-                        services, "bench_keyset", keyset_source(batch), config.timeout
-                    )
-                    peaks.append(worker.peak_rss_bytes())
-                times["runner"].append(result.seconds)
-                times["worker"].append(result.worker_seconds)
-            unfilled = count_unfilled(services.engine)
-            if unfilled:
-                raise RuntimeError(f"keyset {method} left {unfilled} rows unfilled")
-        services.clear_tasks()
-    medians = {name: median(samples) for name, samples in times.items()}
-    detail = {"rows": rows, "batch_size": batch, "seconds": times, "median_seconds": medians}
-    per_second = rows / medians["runner"]
-    vs_loop = ratios(times["loop"], times["runner"])
-    vs_procedure = ratios(times["procedure"], times["runner"])
-    worker_vs_loop = ratios(times["loop_only"], times["worker"])
-    return [
-        Figure(
-            "keyset_vs_loop",
-            f"keyset backfill, {rows:,} rows: runner vs hand-written loop",
-            median(vs_loop),
-            "x speed",
-            0.90,
-            "min",
-            f"runner {medians['runner']:.2f} s ({per_second:,.0f} rows/s), "
-            f"loop {medians['loop']:.2f} s; batches alone: worker {medians['worker']:.2f} s, "
-            f"loop {medians['loop_only']:.2f} s ({median(worker_vs_loop):.2f}x)",
-            vs_loop,
-            {**detail, "worker_only_ratio": median(worker_vs_loop), "peak_rss_bytes": peaks},
+    samples = interleaved(
+        services, rows, methods(services, config), config.repetitions, config.warmup
+    )
+    # Round trips and lock waits of the runner and the loop, in runs of their own.
+    cost = {name: cost_of(services, config, name).as_dict() for name in ("runner_fixed", "loop")}
+    detail: dict[str, Any] = {
+        "rows": rows,
+        "batch_size": batch,
+        "seconds": {name: seconds(found) for name, found in samples.items()},
+        "inner_seconds": {name: [s.inner for s in found] for name, found in samples.items()},
+        "peak_rss_bytes": [s.peak_rss_bytes for s in samples["runner_fixed"]],
+        "costs": cost,
+    }
+    head = f"keyset backfill, {rows:,} rows"
+    fixed, default = "runner_fixed", "runner_default"
+    figures = [
+        speed(
+            "keyset_fixed_vs_loop",
+            f"{head}: runner at {batch:,} keys per batch vs hand-written loop at {batch:,}",
+            samples,
+            fixed,
+            "loop",
+            0.95,
+            detail,
         ),
-        Figure(
-            "keyset_vs_procedure",
-            f"keyset backfill, {rows:,} rows: runner vs PL/pgSQL procedure",
-            median(vs_procedure),
-            "x speed",
+        speed(
+            "keyset_default_vs_loop",
+            f"{head}: runner at its default batch size vs hand-written loop at {batch:,}",
+            samples,
+            default,
+            "loop",
+            1.2,
+            detail,
+        ),
+        speed(
+            "keyset_default_vs_update",
+            f"{head}: runner at its default batch size vs one UPDATE of the whole table (limit)",
+            samples,
+            default,
+            "update",
+            0.9,
+            detail,
+        ),
+        speed(
+            "keyset_default_vs_procedure",
+            f"{head}: runner at its default batch size vs PL/pgSQL procedure at {batch:,} (limit)",
+            samples,
+            default,
+            "procedure",
             None,
-            "min",
-            f"procedure {medians['procedure']:.2f} s",
-            vs_procedure,
             detail,
         ),
     ]
+    figures.append(round_trips("keyset", f"{head}, {batch:,} keys per batch", cost, fixed))
+    figures += cost_figures("keyset", head, cost, fixed)
+    return figures

@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.markers import MarkerError, replace_between
+
 REPO = Path(__file__).resolve().parent.parent
 START = "<!-- reliability:start -->"
 END = "<!-- reliability:end -->"
@@ -28,7 +30,7 @@ HEADER = (
 )
 
 
-class LedgerError(Exception):
+class LedgerError(MarkerError):
     """A ledger or README this script cannot use; the message is the one line to print."""
 
 
@@ -145,12 +147,7 @@ def render(lines: Sequence[dict[str, Any]], seconds: float | None = None) -> str
 
 def rewrite(readme: str, table: str) -> str:
     """The README with only the text between the markers replaced by `table`."""
-    once = readme.count(START) == 1 and readme.count(END) == 1
-    if not once or readme.index(START) > readme.index(END):
-        raise LedgerError(f"the README needs one {START} line followed by one {END} line")
-    head, rest = readme.split(START)
-    _, tail = rest.split(END)
-    return f"{head}{START}\n{table}{END}{tail}"
+    return replace_between(readme, START, END, table)
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -176,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as error:
             raise LedgerError(f"cannot read {args.readme}: {error.strerror}") from None
         args.readme.write_text(rewrite(readme, table))
-    except LedgerError as error:
+    except MarkerError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote the reliability table of {args.ledger} into {args.readme}")

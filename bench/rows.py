@@ -2,61 +2,53 @@
 
 from __future__ import annotations
 
+from bench.comparisons import cost_figures, round_trips, speed
 from bench.config import Config
-from bench.data import (
-    count_unfilled,
-    create_users,
-    rows_source,
-    run_data_task,
-)
-from bench.figures import Figure, median, ratios
+from bench.data import rows_source
+from bench.figures import Figure
+from bench.methods import baseline, baseline_cost, batches, interleaved, runner, runner_cost
+from bench.methods import seconds as seconds_of
 from bench.services import Services
 
 
 def run(services: Services, config: Config) -> list[Figure]:
-    """Time both on fresh tables, alternating which goes first, and quote the median ratio."""
-    rows, batch = config.rows_rows, config.rows_batch
-    times: dict[str, list[float]] = {"loop": [], "loop_only": [], "runner": [], "worker": []}
-    with services.worker(concurrency=1):
-        for repetition in range(config.repetitions):
-            order = ["loop", "runner"] if repetition % 2 == 0 else ["runner", "loop"]
-            for method in order:
-                create_users(services.engine, rows)
-                if method == "loop":
-                    wall, inner = services.run_loop("rows", batch)
-                    times["loop"].append(wall)
-                    times["loop_only"].append(inner)
-                else:
-                    result = run_data_task(
-                        services, "bench_rows", rows_source(batch), config.timeout
-                    )
-                    times["runner"].append(result.seconds)
-                    times["worker"].append(result.worker_seconds)
-                unfilled = count_unfilled(services.engine)
-                if unfilled:
-                    raise RuntimeError(f"row iteration {method} left {unfilled} rows unfilled")
-            services.clear_tasks()
-    medians = {name: median(samples) for name, samples in times.items()}
-    vs_loop = ratios(times["loop"], times["runner"])
-    batches_only = median(ratios(times["loop_only"], times["worker"]))
+    """Time both, a fresh worker for every runner run, then measure the costs of each."""
+    rows, batch, timeout = config.rows_rows, config.rows_batch, config.timeout
+    samples = interleaved(
+        services,
+        rows,
+        {
+            "loop": lambda: baseline(services, "rows", batch),
+            "runner": lambda: runner(services, "bench_rows", rows_source(batch), timeout),
+        },
+        config.repetitions,
+        config.warmup,
+    )
+    known = batches(rows, batch)
+    cost = {
+        "runner": runner_cost(
+            services, rows, known, "bench_rows", rows_source(batch), timeout
+        ).as_dict(),
+        "loop": baseline_cost(services, rows, known, "rows", batch).as_dict(),
+    }
+    detail = {
+        "rows": rows,
+        "batch_size": batch,
+        "seconds": {name: seconds_of(found) for name, found in samples.items()},
+        "inner_seconds": {name: [s.inner for s in found] for name, found in samples.items()},
+        "costs": cost,
+    }
+    head = f"row iteration, {rows:,} rows"
     return [
-        Figure(
+        speed(
             "rows_vs_loop",
-            f"row iteration, {rows:,} rows: runner vs hand-written loop",
-            median(vs_loop),
-            "x speed",
+            f"{head}: runner at {batch:,} rows per batch vs hand-written loop at {batch:,}",
+            samples,
+            "runner",
+            "loop",
             0.85,
-            "min",
-            f"runner {medians['runner']:.2f} s ({rows / medians['runner']:,.0f} rows/s), "
-            f"loop {medians['loop']:.2f} s; batches alone: worker {medians['worker']:.2f} s, "
-            f"loop {medians['loop_only']:.2f} s ({batches_only:.2f}x)",
-            vs_loop,
-            {
-                "rows": rows,
-                "batch_size": batch,
-                "seconds": times,
-                "median_seconds": medians,
-                "worker_only_ratio": batches_only,
-            },
-        )
+            detail,
+        ),
+        round_trips("rows", f"{head}, {batch:,} rows per batch", cost, "runner"),
+        *cost_figures("rows", head, cost, "runner"),
     ]

@@ -201,6 +201,16 @@ class Services:
             self._engine = make_engine(self.database_url)
         return self._engine
 
+    def address(self) -> tuple[str, int]:
+        """The PostgreSQL server's host and port."""
+        url = make_url(self.database_url)
+        return url.host or "127.0.0.1", url.port or 5432
+
+    def url_through(self, port: int) -> str:
+        """The database URL with the server replaced by a local port (a proxy in front)."""
+        url = make_url(self.database_url).set(host="127.0.0.1", port=port)
+        return url.render_as_string(hide_password=False)
+
     def autocommit_engine(self) -> Engine:
         """An engine whose connections run outside a transaction (for CALL and VACUUM)."""
         return make_engine(self.database_url, isolation_level="AUTOCOMMIT")
@@ -243,16 +253,16 @@ class Services:
         path.write_text(source)
         return path
 
-    def start_worker(self, concurrency: int) -> Worker:
-        """Start a worker and wait until it consumes."""
-        worker = Worker(self.environment(), self.work_dir, concurrency)
+    def start_worker(self, concurrency: int, **env: str) -> Worker:
+        """Start a worker (with `env` changed) and wait until it consumes."""
+        worker = Worker(self.environment(**env), self.work_dir, concurrency)
         self.workers.append(worker)
         return worker.wait_ready()
 
     @contextmanager
-    def worker(self, concurrency: int) -> Iterator[Worker]:
+    def worker(self, concurrency: int, **env: str) -> Iterator[Worker]:
         """A worker for the duration of a block."""
-        worker = self.start_worker(concurrency)
+        worker = self.start_worker(concurrency, **env)
         try:
             yield worker
         finally:
@@ -273,12 +283,22 @@ class Services:
             raise RuntimeError(f"deploy hook failed ({result.returncode}): {result.stderr}")
         return result
 
-    def run_loop(self, kind: str, batch: int) -> tuple[float, float]:
-        """Run a hand-written baseline as a script: (wall seconds, seconds in its loop)."""
+    def start_hook(self, *args: str) -> subprocess.Popen[bytes]:
+        """Spawn `python -m deploy_hooks.enqueue` and return at once."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "deploy_hooks.enqueue", *args],
+            env=self.environment(),
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def run_loop(self, kind: str, batch: int, **env: str) -> tuple[float, float]:
+        """Run a baseline as a script (see bench.loops): (wall seconds, seconds connected)."""
         began = time.monotonic()
         result = subprocess.run(
             [sys.executable, "-m", "bench.loops", kind, str(batch)],
-            env=self.environment(),
+            env=self.environment(**env),
             cwd=REPO,
             capture_output=True,
             text=True,

@@ -1,13 +1,19 @@
-"""Many small tasks: one-shot data tasks end to end against empty Celery jobs, two processes."""
+"""Many small tasks: one-shot data tasks end to end against empty Celery jobs, two processes.
+
+Both sides start from a fresh process: the deploy hook publishes the data tasks, a script
+(bench.publish_noops) the empty jobs.
+"""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 from bench.config import Config
 from bench.data import ONE_SHOT_SOURCE
 from bench.figures import Figure, median
-from bench.services import Services, utc_now, wait_for
+from bench.services import REPO, Services, utc_now, wait_for
 
 
 def data_tasks(services: Services, count: int, timeout: float) -> float:
@@ -23,15 +29,20 @@ def data_tasks(services: Services, count: int, timeout: float) -> float:
 
 
 def empty_jobs(services: Services, count: int, timeout: float) -> float:
-    """Publish `count` empty jobs; seconds until the workers have run them all."""
-    from bench.worker_app import NOOP_JOB, noop_counter
+    """Publish `count` empty jobs from a fresh process; seconds until the workers ran them all."""
+    from bench.worker_app import noop_counter
 
     counter = noop_counter(services.settings.key_prefix)
-    app = services.celery_app()
     services.redis.delete(counter)
     began = time.monotonic()
-    for _ in range(count):
-        app.send_task(NOOP_JOB, queue=services.settings.queue)
+    subprocess.run(
+        [sys.executable, "-m", "bench.publish_noops", str(count)],
+        env=services.environment(),
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=timeout,
+    )
     wait_for(lambda: int(services.redis.get(counter) or 0) >= count, timeout, interval=0.01)
     return time.monotonic() - began
 

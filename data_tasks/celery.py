@@ -22,6 +22,7 @@ from data_tasks.database import MissingDriver, require_driver
 from data_tasks.errors import MissingDatabase
 from data_tasks.jobs import run_chunk_job, sweep_job
 from data_tasks.publisher import JOB_NAME, SWEEP_JOB_NAME
+from data_tasks.runtime import Prepare
 from data_tasks.settings import Settings, read_dotenv
 
 logger = logging.getLogger("data_tasks")
@@ -225,11 +226,12 @@ class WorkerHooks:
             logger.warning("could not %s the shutdown flag: %s", action, error)
 
 
-def install(app: Any, settings: Settings | None = None) -> None:
+def install(app: Any, settings: Settings | None = None, prepare: Prepare | None = None) -> None:
     """Register the chunk and sweep jobs on a Celery app, route them and schedule the sweep.
 
     `settings` defaults to Settings.from_env(), after ./.env (variables already set win).
     Leases and markers stay on REDIS_URL; the jobs travel on the app's own broker.
+    `prepare` is called on the runtime each worker process builds, before its first job.
     """
     if getattr(app, INSTALLED, None) is not None:
         return  # a second call (an app module imported twice) changes nothing
@@ -241,12 +243,12 @@ def install(app: Any, settings: Settings | None = None) -> None:
     @app.task(name=JOB_NAME, bind=True, **TASK_OPTIONS)  # type: ignore[untyped-decorator]
     def run_chunk(self: Any, **kwargs: Any) -> dict[str, Any]:
         """Run one chunk of the data task the message names (by version and epoch only)."""
-        return run_chunk_job(self, settings, kwargs)
+        return run_chunk_job(self, settings, kwargs, prepare)
 
     @app.task(name=SWEEP_JOB_NAME, bind=True, **TASK_OPTIONS)  # type: ignore[untyped-decorator]
     def sweep(self: Any) -> dict[str, Any]:
         """The deploy hook's pass on a schedule: re-publish lost jobs, reclaim dead runs."""
-        return sweep_job(self, settings)
+        return sweep_job(self, settings, prepare)
 
     # config_from_object is read lazily: fill in the settings once the app's own are loaded.
     if app.configured:

@@ -40,6 +40,9 @@ class Notice:
     total: int | None
     # When the change was made (UTC).
     at: datetime
+    # The change's task_history row: the same when a notice is sent again, so that a callback
+    # can drop a repeat (a notice is sent at least once).
+    id: int
 
 
 # A callback gets the Notice once the change has committed; what it returns is ignored.

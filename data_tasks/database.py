@@ -60,6 +60,12 @@ class Timeouts:
     statement_seconds: float | None = None
 
 
+# The deploy hook, the sweep and the operator commands touch records only: a row held by a
+# long batch, or a statement that does not come back, fails them within these bounds.
+# Batches (workers, `run --inline`, `dry-run`) keep the server's own limits.
+COMMAND_TIMEOUTS = Timeouts(lock_seconds=4.0, statement_seconds=6.0)
+
+
 def is_mysql(url: str) -> bool:
     """True for a MySQL or MariaDB URL (SQLAlchemy's dialects `mysql` and `mariadb`)."""
     return url.startswith(("mysql", "mariadb"))

@@ -8,53 +8,8 @@ from typing import Any
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
-from data_tasks.data_task import DEFAULT_TARGET_BATCH_SECONDS, Options, as_versions
-from data_tasks.shapes import CustomBatches, KeysetBackfill, OneShot, RowIteration
-
-
-def _sizing(
-    batch_size: int | None, target_batch_seconds: float | None, first: int
-) -> tuple[int, float | None]:
-    """(first batch size, target seconds): no batch_size means adaptive, starting at `first`.
-
-    batch_size=N alone means exactly N keys or rows a batch; with target_batch_seconds too,
-    N is where the adaptive size starts.
-    """
-    if batch_size is None:
-        return first, target_batch_seconds or DEFAULT_TARGET_BATCH_SECONDS
-    return batch_size, target_batch_seconds
-
-
-def _options(
-    depends_on: Sequence[str] | None,
-    batch_size: int,
-    target_batch_seconds: float | None,
-    chunk_seconds: float | None,
-    max_attempts: int | None,
-    parallel: int = 1,
-    batch_bounds: tuple[int, int] = (Options.min_batch_size, Options.max_batch_size),
-    follow_new_rows: bool = False,
-) -> Options:
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-    if target_batch_seconds is not None and target_batch_seconds <= 0:
-        raise ValueError(f"target_batch_seconds must be above 0, not {target_batch_seconds}")
-    if parallel < 1:
-        raise ValueError(f"parallel must be at least 1, not {parallel}")
-    low, high = batch_bounds
-    if not 1 <= low <= high:
-        raise ValueError(f"need 1 <= min_batch_size <= max_batch_size, not {low} and {high}")
-    return Options(
-        depends_on=as_versions(depends_on),
-        batch_size=batch_size,
-        target_batch_seconds=target_batch_seconds,
-        min_batch_size=low,
-        max_batch_size=high,
-        chunk_seconds=chunk_seconds,
-        max_attempts=max_attempts,
-        parallel=parallel,
-        follow_new_rows=follow_new_rows,
-    )
+from data_tasks.data_task import Options
+from data_tasks.shapes import CustomBatches, KeysetBackfill, OneShot, RowIteration, task_options
 
 
 def one_shot(
@@ -65,7 +20,7 @@ def one_shot(
     """Declare a one-shot data task: `fn(session)`, run once in one transaction."""
 
     def wrap(function: Callable[[Session], Any]) -> OneShot:
-        return OneShot(function, _options(depends_on, 1, None, None, max_attempts))
+        return OneShot(function, task_options(depends_on, 1, None, None, max_attempts))
 
     return wrap
 
@@ -100,14 +55,16 @@ def keyset_backfill(
     """
 
     def wrap(function: Callable[[Session, Any, Any], Any]) -> KeysetBackfill:
-        options = _options(
+        options = task_options(
             depends_on,
-            *_sizing(batch_size, target_batch_seconds, 1000),
+            batch_size,
+            target_batch_seconds,
             chunk_seconds,
             max_attempts,
             parallel,
             (min_batch_size, max_batch_size),
             follow_new_rows,
+            first_batch_size=1000,
         )
         return KeysetBackfill(function, options, table_name, key, where)
 
@@ -144,14 +101,16 @@ def row_iteration(
     """
 
     def wrap(function: Callable[[Session, Sequence[Any]], Any]) -> RowIteration:
-        options = _options(
+        options = task_options(
             depends_on,
-            *_sizing(batch_size, target_batch_seconds, 500),
+            batch_size,
+            target_batch_seconds,
             chunk_seconds,
             max_attempts,
             parallel,
             (min_batch_size, max_batch_size),
             follow_new_rows,
+            first_batch_size=500,
         )
         return RowIteration(function, options, query, key)
 
@@ -167,6 +126,8 @@ def custom_batches(
     """Declare custom batches: `fn(session, cursor) -> next cursor or None when finished`."""
 
     def wrap(function: Callable[[Session, Any], Any]) -> CustomBatches:
-        return CustomBatches(function, _options(depends_on, 1, None, chunk_seconds, max_attempts))
+        return CustomBatches(
+            function, task_options(depends_on, 1, None, chunk_seconds, max_attempts)
+        )
 
     return wrap

@@ -8,11 +8,15 @@ import logging
 import re
 import sys
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from data_tasks.data_task import DataTask
 from data_tasks.errors import InvalidTaskFile, UnknownVersion
+
+if TYPE_CHECKING:
+    from data_tasks.data_task import DataTask
 
 logger = logging.getLogger("data_tasks")
 
@@ -33,12 +37,17 @@ class TaskFile:
         return hashlib.sha256(self.path.read_bytes()).hexdigest()
 
 
-def discover(tasks_dir: Path) -> list[TaskFile]:
-    """Every task file in the directory, sorted by version; raises on a bad name or a duplicate."""
-    if not tasks_dir.is_dir():
-        raise InvalidTaskFile(str(tasks_dir), "the task directory does not exist")
+def discover(tasks_dirs: Path | Sequence[Path]) -> list[TaskFile]:
+    """Every task file in the folders, sorted by version; raises on a bad name or a duplicate.
+
+    Folders that do not exist are left out; when none exists, the first is named.
+    """
+    folders = [tasks_dirs] if isinstance(tasks_dirs, Path) else list(tasks_dirs)
+    present = [folder for folder in folders if folder.is_dir()]
+    if not present:
+        raise InvalidTaskFile(str(folders[0]), "the task directory does not exist")
     found: dict[str, TaskFile] = {}
-    for path in sorted(tasks_dir.iterdir()):
+    for path in (path for folder in present for path in sorted(folder.iterdir())):
         if path.suffix != ".py" or path.name.startswith(("_", ".")):
             continue
         match = FILE_PATTERN.match(path.name)
@@ -57,6 +66,9 @@ def discover(tasks_dir: Path) -> list[TaskFile]:
 
 def load(task_file: TaskFile) -> DataTask:
     """Import a task file by path and return the one data task it declares."""
+    # Here, not at the top: the deploy hook lists files without importing the ORM it needs.
+    from data_tasks.data_task import DataTask
+
     module_name = f"data_tasks_files.v{task_file.version}_{task_file.name}"
     try:
         spec = importlib.util.spec_from_file_location(module_name, task_file.path)
@@ -93,10 +105,10 @@ def load(task_file: TaskFile) -> DataTask:
 
 
 class Catalog:
-    """The data tasks of one directory, loaded on first use and kept."""
+    """The data tasks of one directory or several, loaded on first use and kept."""
 
-    def __init__(self, tasks_dir: Path) -> None:
-        self.tasks_dir = tasks_dir
+    def __init__(self, tasks_dirs: Path | Sequence[Path]) -> None:
+        self.tasks_dirs = [tasks_dirs] if isinstance(tasks_dirs, Path) else list(tasks_dirs)
         self._files: dict[str, TaskFile] | None = None
         # By version: the source hash it was loaded from, and the task.
         self._loaded: dict[str, tuple[str, DataTask]] = {}
@@ -106,7 +118,7 @@ class Catalog:
     def files(self, refresh: bool = False) -> dict[str, TaskFile]:
         """Task files by version."""
         if self._files is None or refresh:
-            self._files = {task_file.version: task_file for task_file in discover(self.tasks_dir)}
+            self._files = {task_file.version: task_file for task_file in discover(self.tasks_dirs)}
         return self._files
 
     def file(self, version: str) -> TaskFile:
@@ -120,7 +132,8 @@ class Catalog:
         self._warn_about_strays()
         found = [
             TaskFile(version, match["name"], path)
-            for path in sorted(self.tasks_dir.glob(f"{version}_*.py"))
+            for folder in self.tasks_dirs
+            for path in sorted(folder.glob(f"{version}_*.py"))
             if (match := FILE_PATTERN.match(path.name)) is not None
         ]
         if not found:
@@ -133,9 +146,7 @@ class Catalog:
 
     def _warn_about_strays(self) -> None:
         """Log each file that is not a task file's name, once per process."""
-        if not self.tasks_dir.is_dir():
-            return
-        for path in sorted(self.tasks_dir.glob("*.py")):
+        for path in (p for folder in self.tasks_dirs for p in sorted(folder.glob("*.py"))):
             if path.name.startswith(("_", ".")) or FILE_PATTERN.match(path.name):
                 continue
             if path.name not in self._strays:

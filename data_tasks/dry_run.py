@@ -84,7 +84,11 @@ def dry_run(runtime: Runtime, version: str, batches: int = 1) -> DryRunReport:
     done: list[DryRunBatch] = []
     exhausted = False
     counter = _RowCounter()
-    with runtime.engine.connect() as connection:
+    with (
+        runtime.batch_connection() as connection,
+        runtime.batch_transaction(),
+        runtime.watching(counter),
+    ):
         event.listen(connection, "after_cursor_execute", counter)
         transaction = connection.begin()
         try:

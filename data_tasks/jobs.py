@@ -12,9 +12,10 @@ from typing import Any
 from celery.worker import state as worker_state
 
 from data_tasks.errors import InvalidMessage, PassRunning
+from data_tasks.history import send_unsent
 from data_tasks.publisher import CeleryPublisher, ChunkMessage
 from data_tasks.runner import run_chunk
-from data_tasks.runtime import COMMAND_TIMEOUTS, Runtime
+from data_tasks.runtime import COMMAND_TIMEOUTS, Prepare, Runtime
 from data_tasks.scheduler import enqueue
 from data_tasks.settings import Settings
 
@@ -31,7 +32,11 @@ def _shutting_down() -> bool:
 
 
 def process_runtime(
-    app: Any, settings: Settings, hostname: str | None, sweep: bool = False
+    app: Any,
+    settings: Settings,
+    hostname: str | None,
+    sweep: bool = False,
+    prepare: Prepare | None = None,
 ) -> Runtime:
     """This process's runtime for the app; chunks it runs publish through that same app.
 
@@ -49,19 +54,23 @@ def process_runtime(
             timeouts=COMMAND_TIMEOUTS if sweep else None,
         )
         built.should_stop = _shutting_down
+        if prepare is not None:
+            prepare(built)
         _runtimes[key] = (os.getpid(), built)
         return built
     return found[1]
 
 
-def run_chunk_job(task: Any, settings: Settings, kwargs: dict[str, Any]) -> dict[str, Any]:
+def run_chunk_job(
+    task: Any, settings: Settings, kwargs: dict[str, Any], prepare: Prepare | None = None
+) -> dict[str, Any]:
     """Run one chunk of the data task the message names (by version and epoch only)."""
     try:
         message = ChunkMessage.from_kwargs(kwargs)
     except InvalidMessage as error:
         logger.error("refused chunk message %s: %s", task.request.id, error)
         return {"outcome": "invalid_message", "error": str(error)}
-    current = process_runtime(task.app, settings, task.request.hostname)
+    current = process_runtime(task.app, settings, task.request.hostname, prepare=prepare)
 
     def report(summary: dict[str, Any]) -> None:
         total, processed = summary.get("total"), summary.get("processed", 0)
@@ -75,17 +84,21 @@ def run_chunk_job(task: Any, settings: Settings, kwargs: dict[str, Any]) -> dict
     return run_chunk(current, message)
 
 
-def sweep_job(task: Any, settings: Settings) -> dict[str, Any]:
+def sweep_job(task: Any, settings: Settings, prepare: Prepare | None = None) -> dict[str, Any]:
     """The deploy hook's pass on a schedule: re-publish lost jobs, reclaim dead runs."""
+    current = process_runtime(task.app, settings, task.request.hostname, True, prepare)
     try:
-        report = enqueue(process_runtime(task.app, settings, task.request.hostname, sweep=True))
+        report = enqueue(current)
     except PassRunning as running:
         logger.info("sweep skipped: %s", running)
         return {"skipped": str(running)}
     for item in report.enqueued:
         logger.info("sweep enqueued %s (epoch %s, %s)", item.version, item.epoch, item.reason)
+    # A process that made a change gets stale_seconds to send its notice itself.
+    resent = send_unsent(current.engine, current.catalog, settings.stale_seconds)
     return {
         "enqueued": [item.version for item in report.enqueued],
         "in_flight": report.in_flight,
         "failed": report.failed,
+        "notices_resent": resent,
     }

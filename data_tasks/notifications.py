@@ -1,10 +1,8 @@
 """Callbacks told when a task succeeds, fails, is paused or cancelled, after the change commits.
 
-A change queues its Notice on the session in its own transaction (history.py does it from
-records.move); the listener below runs the callbacks once the transaction has committed, in
-the process that made the change, and drops them when it rolls back. A callback that raises
-is logged in one line and never breaks the runner or the command. A process that dies between
-the commit and its callbacks skips them: a callback runs at most once per change.
+history.py decides when a notice is sent (after its change commits, and again by the sweep
+when the process that made it died first); this module runs the callbacks. A callback that
+raises is logged in one line and never breaks the runner or the command.
 """
 
 from __future__ import annotations
@@ -14,24 +12,15 @@ import logging
 import os
 from collections.abc import Callable
 
-from sqlalchemy import event
-from sqlalchemy.orm import Session
-
 from data_tasks.data_task import NOTIFIED_STATUSES, Callback, Notice, declared_task
 from data_tasks.log import first_line, log_event
 
-__all__ = ["NOTIFIED_STATUSES", "Notice", "dispatch", "global_callbacks", "queue"]
+__all__ = ["NOTIFIED_STATUSES", "Notice", "dispatch", "global_callbacks"]
 
 # The setting naming the callbacks run for every task: "module:function" comma-separated.
 NOTIFY_VARIABLE = "DATA_TASKS_NOTIFY"
-_QUEUED = "data_tasks.notices"
 # The callbacks of the last value of the setting, loaded once.
 _loaded: tuple[str, list[Callback]] = ("", [])
-
-
-def queue(session: Session, notice: Notice) -> None:
-    """Run the callbacks for this notice once the session's transaction has committed."""
-    session.info.setdefault(_QUEUED, []).append(notice)
 
 
 def global_callbacks() -> list[Callback]:
@@ -60,17 +49,21 @@ def _import(name: str) -> Callback | None:
     return found  # type: ignore[no-any-return]
 
 
-def dispatch(notice: Notice) -> None:
-    """Run the task's own callbacks for the status, then the global ones; never raises."""
+def dispatch(notice: Notice) -> bool:
+    """Run the task's own callbacks for the status, then the global ones; never raises.
+
+    True when every callback returned; False when one raised (the others still ran).
+    """
     task = declared_task(notice.version)
     callbacks = list(task.callbacks.get(notice.status, [])) if task is not None else []
-    for callback in callbacks + global_callbacks():
-        _call(callback, notice)
+    results = [_call(callback, notice) for callback in callbacks + global_callbacks()]
+    return all(results)
 
 
-def _call(callback: Callable[[Notice], object], notice: Notice) -> None:
+def _call(callback: Callable[[Notice], object], notice: Notice) -> bool:
     try:
         callback(notice)
+        return True
     except Exception as error:
         # The change is committed; a failing webhook must not turn it into a failure.
         log_event(
@@ -81,14 +74,4 @@ def _call(callback: Callable[[Notice], object], notice: Notice) -> None:
             callback=getattr(callback, "__qualname__", repr(callback)),
             error=f"{type(error).__name__}: {first_line(error)}",
         )
-
-
-@event.listens_for(Session, "after_commit")
-def _notify_committed(session: Session) -> None:
-    for notice in session.info.pop(_QUEUED, []):
-        dispatch(notice)
-
-
-@event.listens_for(Session, "after_rollback")
-def _forget_rolled_back(session: Session) -> None:
-    session.info.pop(_QUEUED, None)
+        return False

@@ -49,7 +49,7 @@ RERUNNABLE = frozenset(
 
 def status(runtime: Runtime) -> list[TaskView]:
     """Every data task with its progress and what it waits on, in version order."""
-    return overview(runtime.engine, runtime.settings.tasks_dir)
+    return overview(runtime.engine, runtime.settings.tasks_dirs)
 
 
 def show(runtime: Runtime, version: str) -> TaskView:

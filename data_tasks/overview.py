@@ -71,13 +71,13 @@ def progress_of(record: TaskRecord, lanes: Sequence[TaskLane] = ()) -> Progress:
     )
 
 
-def overview(engine: Engine, tasks_dir: Path) -> list[TaskView]:
+def overview(engine: Engine, tasks_dirs: Path | Sequence[Path]) -> list[TaskView]:
     """Every record (and every task file not yet recorded, as pending), in version order."""
     create_tables(engine)
     with Session(engine) as session:
         records = load_all(session)
     try:
-        files = {task_file.version: task_file for task_file in discover(tasks_dir)}
+        files = {task_file.version: task_file for task_file in discover(tasks_dirs)}
     except DataTaskError:
         files = {}
     for version, task_file in files.items():

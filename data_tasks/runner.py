@@ -222,7 +222,7 @@ def _run_batches(runtime: Runtime, task: DataTask, chunk: Chunk, lease: Lease) -
                     if lease.wait(min(backoff, left)) or out_of_time():
                         return continue_later(runtime, chunk, "throttled")
                     continue
-            if _run_one_batch(session, task, chunk, folded):
+            if _run_one_batch(runtime, session, task, chunk, folded):
                 return finish_lane(runtime, task, chunk)
             now = time.monotonic()
             if runtime.on_progress is not None and now - last_progress >= PROGRESS_INTERVAL_SECONDS:
@@ -230,11 +230,13 @@ def _run_batches(runtime: Runtime, task: DataTask, chunk: Chunk, lease: Lease) -
                 runtime.on_progress(chunk.summary("running"))
 
 
-def _run_one_batch(session: Session, task: DataTask, chunk: Chunk, folded: FoldedPlan) -> bool:
+def _run_one_batch(
+    runtime: Runtime, session: Session, task: DataTask, chunk: Chunk, folded: FoldedPlan
+) -> bool:
     """Plan, fence, apply and commit one batch; True when the lane has nothing left to do."""
     began = time.monotonic()
     try:
-        with session.begin():
+        with runtime.batch_transaction(), session.begin():
             statement = folded.statement(chunk)
             if statement is not None:
                 # Planned and fenced at once: the cursor has moved over the batch already.

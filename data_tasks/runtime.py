@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from redis.exceptions import RedisError
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
 from data_tasks.coordination import Coordinator, connect
+from data_tasks.database import COMMAND_TIMEOUTS as COMMAND_TIMEOUTS
 from data_tasks.database import Timeouts, make_engine
 from data_tasks.discovery import Catalog
 from data_tasks.errors import InvalidUrl
@@ -21,14 +22,31 @@ from data_tasks.publisher import ChunkMessage, Publisher
 from data_tasks.schema import create_tables
 from data_tasks.settings import Settings, redact
 
-# The deploy hook, the sweep and the operator commands touch records only: a row held by a
-# long batch, or a statement that does not come back, fails them within these bounds.
-# Batches (workers, `run --inline`, `dry-run`) keep the server's own limits.
-COMMAND_TIMEOUTS = Timeouts(lock_seconds=4.0, statement_seconds=6.0)
-
 
 def _never() -> bool:
     return False
+
+
+# Told of each statement run: (connection, cursor, statement, ...), as after_cursor_execute is.
+StatementHook = Callable[..., None]
+
+
+class BatchHost(Protocol):
+    """Where a chunk's batches run when it is not the records engine: a Django project's
+    own connection, with its transaction block around each batch."""
+
+    def connect(self) -> AbstractContextManager[Connection]:
+        """The connection a chunk's batches (and a dry run's) run on."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[object]:
+        """Entered around each batch, outside the batch's own transaction."""
+        ...
+
+    def watch(self, on_statement: StatementHook) -> AbstractContextManager[object]:
+        """While entered, on_statement(None, cursor, sql) follows each statement the host's
+        own code runs (the ORM's), as SQLAlchemy's after_cursor_execute follows the session's."""
+        ...
 
 
 @dataclass
@@ -47,6 +65,8 @@ class Runtime:
     on_progress: Callable[[dict[str, Any]], None] | None = None
     # Told each named step between a claim and a lane's batches (tests stop a process there).
     on_step: Callable[[str], None] | None = None
+    # Where batches run; None: on the records engine, in its own transactions.
+    batch_host: BatchHost | None = None
 
     @classmethod
     def build(
@@ -78,7 +98,7 @@ class Runtime:
             engine=engine,
             coordinator=Coordinator(client, settings),
             publisher=publisher,
-            catalog=Catalog(settings.tasks_dir),
+            catalog=Catalog(settings.tasks_dirs),
             hostname=hostname or socket.gethostname(),
         )
 
@@ -98,10 +118,22 @@ class Runtime:
         trips a batch that the batch does not need.
         """
         with (
-            self.engine.connect() as connection,
+            self.batch_connection() as connection,
             Session(bind=connection, expire_on_commit=False) as session,
         ):
             yield session
+
+    def batch_connection(self) -> AbstractContextManager[Connection]:
+        """The connection batches run on: the batch host's, else one of the records engine."""
+        return self.batch_host.connect() if self.batch_host else self.engine.connect()
+
+    def batch_transaction(self) -> AbstractContextManager[object]:
+        """What each batch runs inside, around its own transaction (the batch host's block)."""
+        return self.batch_host.transaction() if self.batch_host else nullcontext()
+
+    def watching(self, on_statement: StatementHook) -> AbstractContextManager[object]:
+        """Follow the statements the batch host's own code runs; nothing without a host."""
+        return self.batch_host.watch(on_statement) if self.batch_host else nullcontext()
 
     def step(self, name: str) -> None:
         """Mark a step of claiming or starting work: "claimed", "taken", "started", "planned"."""
@@ -135,3 +167,8 @@ class Runtime:
         """Release pooled connections."""
         self.engine.dispose()
         self.coordinator.close()
+
+
+# Called on a runtime before its first use by a worker process, the deploy hook or a
+# command (a Django project points it at its apps' task folders and its own connection).
+Prepare = Callable[[Runtime], None]

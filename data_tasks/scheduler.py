@@ -103,7 +103,7 @@ def waiting_on(
 def enqueue(runtime: Runtime) -> EnqueueReport:
     """One pass of the deploy hook; raises ServiceUnavailable, InvalidTaskFile, DependencyError."""
     settings = runtime.settings
-    files = {task_file.version: task_file for task_file in discover(settings.tasks_dir)}
+    files = {task_file.version: task_file for task_file in discover(settings.tasks_dirs)}
     check_reachable(runtime.engine)
     try:
         lock = runtime.coordinator.hook_lock()

@@ -19,18 +19,18 @@ from sqlalchemy import (
     inspect,
     select,
     table,
+    text,
     update,
 )
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.schema import CreateColumn
 
 from data_tasks.errors import DataTaskError
 from data_tasks.history import TaskHistory
 from data_tasks.lanes import LaneStatus, TaskLane
+from data_tasks.layout import SCHEMA_VERSION as SCHEMA_VERSION
 from data_tasks.records import Base, TaskRecord
 from data_tasks.status import DONE, Status
-
-# 1: 0.1.0 (the cursor on task_records, parallel shards in task_shards); 2: lanes.
-SCHEMA_VERSION = 2
 
 
 class SchemaVersion(Base):
@@ -189,5 +189,19 @@ def _lane(version: str, number: int, *, finished: bool = False, **values: Any) -
     }
 
 
+def _notices_sent_at_least_once(connection: Connection) -> None:
+    """2 -> 3: task_history learns which notices were sent; every earlier one counts as sent."""
+    history = cast(Table, TaskHistory.__table__)
+    present = {found["name"] for found in inspect(connection).get_columns("task_history")}
+    # From layout 1, create_all has just made task_history with these columns already.
+    for name in sorted({"notice_sent_at", "notice_attempts"} - present):
+        definition = CreateColumn(history.c[name]).compile(dialect=connection.dialect)
+        connection.execute(text(f"ALTER TABLE task_history ADD COLUMN {definition}"))
+    connection.execute(update(history).values(notice_sent_at=history.c.at))
+
+
 # UPGRADES[n] takes a layout from version n to n + 1.
-UPGRADES: dict[int, Callable[[Connection], None]] = {1: _lanes_from_records}
+UPGRADES: dict[int, Callable[[Connection], None]] = {
+    1: _lanes_from_records,
+    2: _notices_sent_at_least_once,
+}

@@ -26,6 +26,9 @@ class Settings:
     redis_url: str = DEFAULT_REDIS_URL
     # The folder of data task files.
     tasks_dir: Path = Path("tasks")
+    # Further folders of task files, searched with it (a Django project's apps); versions are
+    # unique across all of them.
+    more_tasks_dirs: tuple[Path, ...] = ()
     # The Celery queue that chunk jobs go to.
     queue: str = "data_tasks"
     # A chunk job stops starting new batches after this many seconds and enqueues its successor.
@@ -73,9 +76,14 @@ class Settings:
             values["tasks_dir"] = Path(env["DATA_TASKS_DIR"])
         for field in fields(cls):
             name = "DATA_TASKS_" + field.name.upper()
-            if name in env and field.name not in ("tasks_dir",):
+            if name in env and field.name not in ("tasks_dir", "more_tasks_dirs"):
                 values[field.name] = _parse(name, env[name], field.type)
         return cls(**values)
+
+    @property
+    def tasks_dirs(self) -> tuple[Path, ...]:
+        """Every folder of task files: tasks_dir first."""
+        return (self.tasks_dir, *self.more_tasks_dirs)
 
     def require_database(self) -> Settings:
         """These settings, or MissingDatabase when no database was named."""

@@ -9,6 +9,7 @@ from sqlalchemy import (
     FromClause,
     Integer,
     Select,
+    TableClause,
     bindparam,
     column,
     func,
@@ -18,13 +19,16 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import NamedFromClause
 
 from data_tasks.data_task import (
+    DEFAULT_TARGET_BATCH_SECONDS,
     FINISHED,
     Batch,
     DataTask,
     KeyRange,
     Options,
+    as_versions,
 )
 from data_tasks.paging import Keys, cut_ranges, key_of, sample_percent
 
@@ -68,11 +72,17 @@ class KeysetBackfill(DataTask):
         table_name: str,
         key: str | Sequence[str],
         where: str | None,
+        source: NamedFromClause | None = None,
     ) -> None:
         super().__init__(function, options)
         schema, _, name = table_name.rpartition(".")
         names = _key_names(key)
-        self.table = table(name, *(column(n) for n in names), schema=schema or None)
+        # A query standing for the table (a Django QuerySet's SQL) has the key among its columns.
+        self.table = (
+            table(name, *(column(n) for n in names), schema=schema or None)
+            if source is None
+            else source
+        )
         self.keys = Keys([self.table.c[n] for n in names])
         self.positions = list(range(len(names)))
         self.where = where
@@ -91,9 +101,11 @@ class KeysetBackfill(DataTask):
             keys = keys.where(text(f"({self.where})"))
         return keys
 
-    def _sample(self, session: Session) -> Select[Any]:
+    def _sample(self, session: Session) -> Select[Any] | None:
         """The keys of SAMPLED_PAGES of the table's pages read at random (PostgreSQL's
-        TABLESAMPLE SYSTEM), whatever the table's size."""
+        TABLESAMPLE SYSTEM), whatever the table's size; None for a query standing for it."""
+        if not isinstance(self.table, TableClause):
+            return None
         percent = sample_percent(session, self.table)
         # Aliased as the table itself, so that a `where` naming the table still reads.
         sampled = tablesample(self.table, func.system(percent), name=self.table.name)
@@ -257,3 +269,45 @@ class CustomBatches(DataTask):
     def apply(self, session: Session, batch: Batch) -> Any:
         """Call the function with the session and the cursor; it returns the next cursor."""
         return self.function(session, batch.payload)
+
+
+def task_options(
+    depends_on: Sequence[str] | None,
+    batch_size: int | None,
+    target_batch_seconds: float | None,
+    chunk_seconds: float | None,
+    max_attempts: int | None,
+    parallel: int = 1,
+    batch_bounds: tuple[int, int] = (Options.min_batch_size, Options.max_batch_size),
+    follow_new_rows: bool = False,
+    first_batch_size: int = Options.batch_size,
+) -> Options:
+    """The options of a shape's decorator, checked: a bad value raises ValueError.
+
+    No batch_size means adaptive batches, starting at `first_batch_size`, aimed at
+    target_batch_seconds (default DEFAULT_TARGET_BATCH_SECONDS). batch_size=N alone means
+    exactly N keys or rows a batch; with target_batch_seconds too, N is where it starts.
+    """
+    if batch_size is None:
+        batch_size = first_batch_size
+        target_batch_seconds = target_batch_seconds or DEFAULT_TARGET_BATCH_SECONDS
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+    if target_batch_seconds is not None and target_batch_seconds <= 0:
+        raise ValueError(f"target_batch_seconds must be above 0, not {target_batch_seconds}")
+    if parallel < 1:
+        raise ValueError(f"parallel must be at least 1, not {parallel}")
+    low, high = batch_bounds
+    if not 1 <= low <= high:
+        raise ValueError(f"need 1 <= min_batch_size <= max_batch_size, not {low} and {high}")
+    return Options(
+        depends_on=as_versions(depends_on),
+        batch_size=batch_size,
+        target_batch_seconds=target_batch_seconds,
+        min_batch_size=low,
+        max_batch_size=high,
+        chunk_seconds=chunk_seconds,
+        max_attempts=max_attempts,
+        parallel=parallel,
+        follow_new_rows=follow_new_rows,
+    )

@@ -60,7 +60,7 @@ class DataTaskRunner:
                 fakeredis.FakeRedis(server=fakeredis.FakeServer()), self.settings
             ),
             publisher=self.publisher,
-            catalog=Catalog(self.settings.tasks_dir),
+            catalog=Catalog(self.settings.tasks_dirs),
             hostname="data-task-tests",
         )
         self.runtime.create_tables()

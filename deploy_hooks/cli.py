@@ -23,7 +23,7 @@ from data_tasks.data_task import Progress
 from data_tasks.database import database_error
 from data_tasks.errors import DataTaskError
 from data_tasks.lanes import lane_line
-from data_tasks.runtime import COMMAND_TIMEOUTS, Runtime
+from data_tasks.runtime import COMMAND_TIMEOUTS, Prepare, Runtime
 from data_tasks.settings import Settings, read_dotenv
 from deploy_hooks.exit_codes import FAILED, OK, TIMED_OUT, USAGE, fail
 from deploy_hooks.formatting import bar, format_record, format_seconds, format_table
@@ -274,9 +274,11 @@ def cmd_new(settings: Settings, args: argparse.Namespace) -> int:
     return OK
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(
+    prog: str = "python -m deploy_hooks", description: str | None = None
+) -> argparse.ArgumentParser:
     """The command line."""
-    parser = argparse.ArgumentParser(prog="python -m deploy_hooks", description=__doc__)
+    parser = argparse.ArgumentParser(prog=prog, description=description or __doc__)
     parser.add_argument("--version", action="version", version=installed_version())
     database = argparse.ArgumentParser(add_help=False)
     database.add_argument(
@@ -334,21 +336,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one operator command; domain errors become one line and an exit code here."""
+def main(
+    argv: Sequence[str] | None = None,
+    settings: Settings | None = None,
+    prepare: Prepare | None = None,
+    prog: str = "python -m deploy_hooks",
+    description: str | None = None,
+) -> int:
+    """Run one operator command; domain errors become one line and an exit code here.
+
+    `settings` replaces the environment's (a Django project's); `prepare` is called on the
+    runtime before the command runs.
+    """
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(prog, description).parse_args(argv)
     except SystemExit as exit:
         # argparse exits 2 on a usage error, which here means "invalid task files".
         return OK if exit.code in (0, None) else USAGE
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
-        read_dotenv()
-        settings = Settings.from_env()
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return USAGE
+    if settings is None:
+        try:
+            read_dotenv()
+            settings = Settings.from_env()
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return USAGE
     if args.database_url:
         settings = settings.with_(database_url=args.database_url)
     try:
@@ -364,6 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             timeouts=None if args.command in ("run", "dry-run") else COMMAND_TIMEOUTS,
         )
         try:
+            if prepare is not None:
+                prepare(runtime)
             return int(args.handler(runtime, args))
         finally:
             runtime.close()

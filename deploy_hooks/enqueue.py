@@ -11,16 +11,21 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import DBAPIError
 
 from data_tasks.database import database_error
 from data_tasks.errors import DataTaskError, PassRunning
-from data_tasks.runtime import COMMAND_TIMEOUTS, Runtime
-from data_tasks.scheduler import EnqueueReport, enqueue
 from data_tasks.settings import Settings, read_dotenv
 from deploy_hooks.exit_codes import OK, fail
-from deploy_hooks.publishing import LazyCeleryPublisher
+from deploy_hooks.idle import nothing_to_do
+
+if TYPE_CHECKING:
+    from data_tasks.runtime import Prepare
+    from data_tasks.scheduler import EnqueueReport
+
+NOTHING_NEW = "nothing new to enqueue"
 
 
 def format_report(report: EnqueueReport) -> list[str]:
@@ -38,37 +43,59 @@ def format_report(report: EnqueueReport) -> list[str]:
         f"missing  {version}: recorded but its file is gone" for version in report.missing_files
     ]
     if not report.enqueued:
-        lines.append("nothing new to enqueue")
+        lines.append(NOTHING_NEW)
     return lines
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the deploy hook; the exit code says what happened (see the README)."""
-    parser = argparse.ArgumentParser(prog="python -m deploy_hooks.enqueue", description=__doc__)
+def full_pass(settings: Settings, prepare: Prepare | None = None) -> list[str]:
+    """The scheduler's pass: records, dependencies, claims, publishes; the report's lines."""
+    # Imported here: a deploy with nothing new (see deploy_hooks.idle) never needs them.
+    from data_tasks.runtime import COMMAND_TIMEOUTS, Runtime
+    from data_tasks.scheduler import enqueue
+    from deploy_hooks.publishing import LazyCeleryPublisher
+
+    publisher = LazyCeleryPublisher(settings)
+    runtime = Runtime.build(
+        settings,
+        publisher,
+        connect_timeout=settings.connect_timeout_seconds,
+        timeouts=COMMAND_TIMEOUTS,
+    )
+    try:
+        if prepare is not None:
+            prepare(runtime)
+        return format_report(enqueue(runtime))
+    finally:
+        runtime.close()
+        publisher.close()
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    settings: Settings | None = None,
+    prepare: Prepare | None = None,
+    prog: str = "python -m deploy_hooks.enqueue",
+) -> int:
+    """Run the deploy hook; the exit code says what happened (see the README).
+
+    `settings` replaces the environment's (a Django project's); `prepare` is called on the
+    runtime before the pass.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("--quiet", action="store_true", help="print errors only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     started = time.monotonic()
-    try:
-        read_dotenv()
-        settings = Settings.from_env()
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    if settings is None:
+        try:
+            read_dotenv()
+            settings = Settings.from_env()
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     try:
         settings = settings.require_database()
-        publisher = LazyCeleryPublisher(settings)
-        runtime = Runtime.build(
-            settings,
-            publisher,
-            connect_timeout=settings.connect_timeout_seconds,
-            timeouts=COMMAND_TIMEOUTS,
-        )
-        try:
-            report = enqueue(runtime)
-        finally:
-            runtime.close()
-            publisher.close()
+        lines = [NOTHING_NEW] if nothing_to_do(settings) else full_pass(settings, prepare)
     except PassRunning as running:
         # Not a failure: the pass holding the lock enqueues what may run.
         print(str(running))
@@ -83,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if not args.quiet:
-        for line in format_report(report):
+        for line in lines:
             print(line)
         print(f"deploy hook done in {time.monotonic() - started:.2f}s")
     return OK

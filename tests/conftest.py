@@ -156,3 +156,7 @@ def db_runtime(request: pytest.FixtureRequest, pg_settings: Settings) -> Iterato
     built.create_tables()
     yield built
     built.close()
+
+
+# The example Django project's fixtures, for the tests of the Django app.
+from tests.shop import shop, shop_database, shop_in_process  # noqa: E402, F401

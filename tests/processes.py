@@ -91,6 +91,7 @@ class WorkerProcess:
         extra_env: Mapping[str, str] | None = None,
         extra_args: Sequence[str] = (),
         app: str = "worker",
+        cwd: Path = REPO,
     ) -> None:
         WorkerProcess.counter += 1
         self.name = f"test{WorkerProcess.counter}-{os.getpid()}@localhost"
@@ -116,7 +117,7 @@ class WorkerProcess:
         self.process = subprocess.Popen(
             command,
             env=environment(settings, **dict(extra_env or {})),
-            cwd=REPO,
+            cwd=cwd,
             stdout=self.log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -30,10 +30,19 @@ def test_every_benchmark_runs_and_writes_its_results(postgres_url: str, tmp_path
     document = json.loads((tmp_path / "results.json").read_text())
     keys = {figure["key"] for figure in document["figures"]}
     assert {
-        "keyset_vs_loop",
-        "keyset_vs_procedure",
+        "keyset_fixed_vs_loop",
+        "keyset_default_vs_loop",
+        "keyset_default_vs_update",
+        "keyset_default_vs_procedure",
+        "keyset_round_trips",
+        "keyset_wal",
+        "keyset_lock_waits",
         "rows_vs_loop",
+        "rows_round_trips",
+        "rows_wal",
+        "rows_lock_waits",
         "hook_vs_imports",
+        "hook_pending_vs_imports",
         "hook_queries",
         "hook_round_trips",
         "small_tasks_overhead",
@@ -41,6 +50,12 @@ def test_every_benchmark_runs_and_writes_its_results(postgres_url: str, tmp_path
         "adaptive_vs_fixed",
         "scale_out",
     } <= keys
-    assert all(figure["value"] > 0 for figure in document["figures"])
+    positive = [f for f in document["figures"] if f["unit"] not in ("s", "round trips")]
+    assert all(figure["value"] > 0 for figure in positive)
+    # Every runner and loop run was counted on the wire: at least BEGIN, a statement, COMMIT.
+    for shape in ("keyset", "rows"):
+        [trips] = [f for f in document["figures"] if f["key"] == f"{shape}_round_trips"]
+        assert all(cost["round_trips_per_batch"] >= 3 for cost in trips["detail"]["costs"].values())
+    [run] = document["runs"].values()
+    assert run["command"].startswith("python -m bench --quick")
     assert (tmp_path / "results.png").stat().st_size > 10_000
-    assert "| benchmark |" in (tmp_path / "results.md").read_text()

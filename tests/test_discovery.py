@@ -170,3 +170,29 @@ def test_the_source_hash_changes_with_the_file(tasks_dir: Path) -> None:
         handle.write("# fixed\n")
 
     assert TaskFile(task_file.version, task_file.name, task_file.path).source_hash() != before
+
+
+def test_several_folders_are_one_catalog_in_version_order(tmp_path: Path) -> None:
+    project = copy_tasks(tmp_path / "project", "20250105000000_count_items_at_once.py")
+    app = copy_tasks(tmp_path / "app", "20250101000000_count_items.py")
+    absent = tmp_path / "other_app"
+
+    found = discover([project, absent, app])
+    catalog = Catalog([project, absent, app])
+
+    assert [(f.version, f.path.parent) for f in found] == [
+        ("20250101000000", app),
+        ("20250105000000", project),
+    ]
+    assert catalog.task("20250101000000").name == "count_items"
+
+
+def test_a_version_used_in_two_folders_is_refused(tmp_path: Path) -> None:
+    project = copy_tasks(tmp_path / "project", "20250101000000_count_items.py")
+    app = copy_tasks(tmp_path / "app", "20250103000000_count_item_rows.py")
+    shutil.copy(app / "20250103000000_count_item_rows.py", app / "20250101000000_other.py")
+
+    with pytest.raises(InvalidTaskFile, match="version 20250101000000 is also used by"):
+        discover([project, app])
+    with pytest.raises(InvalidTaskFile, match="version 20250101000000 is also used by"):
+        Catalog([project, app]).task("20250101000000")

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from data_tasks import operations
+from data_tasks.history import NOTICE_ATTEMPTS, send_unsent
 from data_tasks.notifications import Notice
 from data_tasks.records import insert_missing, move
 from data_tasks.runtime import Runtime
@@ -247,3 +248,145 @@ def test_a_change_that_rolls_back_tells_no_one(
     with db_runtime.session() as session, session.begin():
         assert move(session, COUNT, Status.PENDING, Status.CANCELLED)
     assert webhook.texts() == [f"data task {COUNT} a_task cancelled"]
+
+
+KILLED_TELLING = '''"""Add one to items.applied; its callback's first try dies with its worker."""
+
+import json
+import os
+import signal
+import urllib.request
+from dataclasses import asdict
+from pathlib import Path
+
+from sqlalchemy import text
+
+from data_tasks import keyset_backfill
+
+
+@keyset_backfill("items", key="id", batch_size=100)
+def killed_telling(session, first_id, last_id):
+    session.execute(
+        text("UPDATE items SET applied = applied + 1 WHERE id BETWEEN :f AND :l"),
+        {"f": first_id, "l": last_id},
+    )
+
+
+@killed_telling.on_succeeded
+def tell(notice):
+    tried = Path(os.environ["TRIED_MARK"])
+    if not tried.exists():
+        tried.write_text(str(notice.id))
+        os.kill(os.getpid(), signal.SIGKILL)
+    body = json.dumps(asdict(notice), default=str).encode()
+    request = urllib.request.Request(os.environ["CHAT_WEBHOOK_URL"] + "/task", data=body)
+    urllib.request.urlopen(request, timeout=5).close()
+'''
+
+
+def sent_notices(engine: Engine) -> list[tuple[str, int, bool]]:
+    """Every notified change: its status, how often it was sent, and whether it is settled."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT to_status, notice_attempts, notice_sent_at IS NOT NULL FROM task_history "
+                "WHERE to_status IN ('succeeded', 'failed', 'paused', 'cancelled') ORDER BY id"
+            )
+        ).all()
+    return [(status, attempts, bool(sent)) for status, attempts, sent in rows]
+
+
+@pytest.mark.e2e
+def test_a_worker_killed_before_its_callback_ran_still_tells_the_chat_through_the_sweep(
+    pg_settings: Settings,
+    postgres_engine: Engine,
+    webhook: Webhook,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+    runtime: Runtime,
+) -> None:
+    version = "20250501000000"
+    (pg_settings.tasks_dir / f"{version}_killed_telling.py").write_text(KILLED_TELLING)
+    create_items(postgres_engine, 500)
+    tried = tmp_path / "tried"
+    env = {
+        "CHAT_WEBHOOK_URL": webhook.url,
+        "TRIED_MARK": str(tried),
+        "DATA_TASKS_SWEEP_SECONDS": "1",
+    }
+    beat = ["-B", "--schedule", str(tmp_path / "beat-schedule")]
+    workers.append(WorkerProcess(pg_settings, tmp_path, extra_env=env, extra_args=beat))
+    workers[-1].wait_ready()
+
+    assert run_hook(pg_settings).returncode == 0
+
+    # The change committed, then its process died inside the callback: nothing was told.
+    wait_for(tried.exists, timeout=60)
+    assert record(runtime, version).state == Status.SUCCEEDED
+    assert webhook.received == []
+    # The sweep sends it again once stale_seconds have passed, with the same notice id.
+    wait_for(lambda: webhook.received, timeout=60)
+    [(path, body)] = webhook.received
+    assert (path, body["status"], body["processed"]) == ("/task", "succeeded", 500)
+    assert body["id"] == int(tried.read_text())
+    wait_for(lambda: sent_notices(postgres_engine) == [("succeeded", 1, True)], timeout=30)
+    with postgres_engine.connect() as connection:
+        applied = connection.execute(text("SELECT applied, count(*) FROM items GROUP BY 1"))
+        assert [tuple(row) for row in applied] == [(1, 500)]
+    # Sent once settled: later sweeps send nothing more.
+    sweeps = workers[-1].log().count("Task data_tasks.sweep")
+    wait_for(lambda: workers[-1].log().count("Task data_tasks.sweep") >= sweeps + 2, timeout=30)
+    assert len(webhook.received) == 1
+
+
+# A chat that is down for its first posts: how many more fail, and what it took.
+flaky_chat: dict[str, Any] = {"failures": 0, "told": []}
+
+
+def post_to_flaky_chat(notice: Notice) -> None:
+    """Post the notice, or raise as a webhook that answers 503 does."""
+    if flaky_chat["failures"] > 0:
+        flaky_chat["failures"] -= 1
+        raise ConnectionError("503 Service Unavailable")
+    flaky_chat["told"].append(notice)
+
+
+def test_a_callback_that_raises_is_sent_again_by_the_sweep_until_it_returns(
+    db_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy_tasks(db_runtime.settings.tasks_dir, COUNT_FILE)
+    create_items(db_runtime.engine, 30)
+    monkeypatch.setenv("DATA_TASKS_NOTIFY", "tests.test_notifications:post_to_flaky_chat")
+    monkeypatch.setitem(flaky_chat, "failures", 2)
+    monkeypatch.setitem(flaky_chat, "told", [])
+    engine, catalog = db_runtime.engine, db_runtime.catalog
+
+    assert operations.run_inline(db_runtime, COUNT).status == Status.SUCCEEDED
+    assert flaky_chat["told"] == []
+    assert sent_notices(engine) == [("succeeded", 1, False)]
+    # Too fresh for the sweep: its own process may still be telling.
+    assert send_unsent(engine, catalog, older_than_seconds=3600) == 0
+    assert send_unsent(engine, catalog, older_than_seconds=0) == 1
+    assert sent_notices(engine) == [("succeeded", 2, False)]
+    assert send_unsent(engine, catalog, older_than_seconds=0) == 1
+    assert [n.status for n in flaky_chat["told"]] == ["succeeded"]
+    assert sent_notices(engine) == [("succeeded", 3, True)]
+    assert send_unsent(engine, catalog, older_than_seconds=0) == 0
+
+
+def test_a_callback_that_never_returns_is_given_up_after_its_attempts_with_one_line(
+    runtime: Runtime,
+    postgres_engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    copy_tasks(runtime.settings.tasks_dir, COUNT_FILE)
+    create_items(postgres_engine, 10)
+    monkeypatch.setenv("DATA_TASKS_NOTIFY", "tests.test_notifications:explode")
+    assert operations.run_inline(runtime, COUNT).status == Status.SUCCEEDED
+    with caplog.at_level(logging.INFO, logger="data_tasks"):
+        while send_unsent(runtime.engine, runtime.catalog, older_than_seconds=0):
+            pass
+    assert sent_notices(postgres_engine) == [("succeeded", NOTICE_ATTEMPTS, True)]
+    given_up = [r.getMessage() for r in caplog.records if "notice_given_up" in r.getMessage()]
+    assert given_up == [f"event=notice_given_up version={COUNT} attempts={NOTICE_ATTEMPTS}"]

@@ -1,4 +1,4 @@
-"""Upgrading from 0.1.0: its tables upgraded in place, every record kept, every task runnable."""
+"""Upgrading from 0.1.0 and 0.2.0: tables upgraded in place, records kept, every task runnable."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ from sqlalchemy import (
 )
 
 from data_tasks import operations
+from data_tasks.history import send_unsent
+from data_tasks.notifications import Notice
 from data_tasks.runtime import Runtime
 from data_tasks.scheduler import enqueue
 from data_tasks.schema import SCHEMA_VERSION, SchemaTooNew, SchemaVersion, create_tables
@@ -236,3 +238,67 @@ def test_records_from_a_newer_release_are_refused(db_runtime: Runtime) -> None:
 
     with pytest.raises(SchemaTooNew, match="newer than this release's"):
         create_tables(db_runtime.engine)
+
+
+# The versions a global callback was told of, in order.
+told: list[str] = []
+
+
+def remember(notice: Notice) -> None:
+    """A global callback that keeps what it was told."""
+    told.append(notice.version)
+
+
+def layout_of_0_2_0(engine: Engine) -> None:
+    """0.2.0's tables (layout 2): task_history without the notice columns, one task done."""
+    create_tables(engine)
+    with engine.begin() as connection:
+        for name in ("notice_sent_at", "notice_attempts"):
+            connection.execute(text(f"ALTER TABLE task_history DROP COLUMN {name}"))
+        connection.execute(cast(Table, SchemaVersion.__table__).update().values(version=2))
+        connection.execute(
+            text(
+                "INSERT INTO task_records (version, name, status, epoch, processed, attempts, "
+                "created_at) VALUES (:v, 'count_items_at_once', 'succeeded', 1, 1, 1, :at)"
+            ),
+            {"v": AT_ONCE, "at": datetime(2025, 1, 5, tzinfo=UTC)},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO task_history (version, at, epoch, from_status, to_status, event, "
+                "actor) VALUES (:v, :at, 1, 'running', 'succeeded', 'status', 'web.1')"
+            ),
+            {"v": AT_ONCE, "at": datetime(2025, 1, 5, tzinfo=UTC)},
+        )
+
+
+def test_an_upgrade_from_0_2_0_keeps_the_history_and_does_not_tell_its_changes_again(
+    db_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = db_runtime
+    monkeypatch.setenv("DATA_TASKS_NOTIFY", "tests.test_upgrade:remember")
+    told.clear()
+    copy_tasks(
+        runtime.settings.tasks_dir,
+        "20250105000000_count_items_at_once.py",
+        "20250101000000_count_items.py",
+    )
+    create_items(runtime.engine, 100)
+    layout_of_0_2_0(runtime.engine)
+
+    enqueue(runtime)
+    drain(runtime)
+
+    assert record(runtime, AT_ONCE).state is Status.SUCCEEDED
+    assert record(runtime, COUNT).state is Status.SUCCEEDED
+    assert applied_counts(runtime.engine) == {1: 100}
+    # The new task's success was told once; the change made under 0.2.0 was not told again.
+    assert told == [COUNT]
+    assert send_unsent(runtime.engine, runtime.catalog, older_than_seconds=0) == 0
+    with runtime.engine.connect() as connection:
+        history = connection.execute(
+            text("SELECT version, notice_sent_at IS NOT NULL FROM task_history ORDER BY id")
+        ).all()
+        assert connection.execute(select(SchemaVersion.version)).scalar_one() == SCHEMA_VERSION
+    assert history[0] == (AT_ONCE, True)
+    assert all(sent for _, sent in history)

@@ -1,0 +1,1 @@
+"""The data tasks app's migrations."""
