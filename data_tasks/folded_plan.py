@@ -50,13 +50,10 @@ class FoldedPlan:
             l_beat=utcnow(),
             l_batch_size=chunk.batch_size,
         )
-        row = session.connection().execute(statement, parameters).mappings().first()
+        row = session.connection().execute(statement, parameters).first()
         if row is None:
             raise Fenced()
-        if not row["size"]:
+        size, first, last = row
+        if not size:
             return None
-        return Batch(
-            next_cursor=row["last_0"],
-            size=int(row["size"]),
-            payload=(row["first_0"], row["last_0"]),
-        )
+        return Batch(next_cursor=last, size=int(size), payload=(first, last))
