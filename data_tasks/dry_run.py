@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
+from data_tasks.authors_turn import take_turn
 from data_tasks.data_task import FINISHED
 from data_tasks.lanes import LaneStatus, TaskLane
 from data_tasks.log import log_event
@@ -100,7 +101,8 @@ def dry_run(runtime: Runtime, version: str, batches: int = 1) -> DryRunReport:
                         exhausted = True
                         break
                     rows, statements = counter.rows, counter.statements
-                    returned = task.apply(work, batch)
+                    # Refused as in a real batch, so that the dry run shows the error it would.
+                    returned = take_turn(work, task, batch)
                     work.flush()
                     if batch.cursor_from_apply:
                         cursor = FINISHED if returned is None else returned

@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from data_tasks.authors_turn import take_turn
 from data_tasks.chunk import Chunk, Fenced
 from data_tasks.coordination import Lease
 from data_tasks.data_task import FINISHED, Batch, DataTask
@@ -243,7 +244,7 @@ def _run_one_batch(
                 batch = folded.plan_and_advance(session, chunk, statement)
                 if batch is None:
                     return True
-                task.apply(session, batch)
+                take_turn(session, task, batch)
                 next_cursor = batch.next_cursor
             else:
                 batch = task.plan(session, chunk.cursor, chunk.batch_size, chunk.upper)
@@ -266,10 +267,10 @@ def _fence_and_apply(session: Session, task: DataTask, chunk: Chunk, batch: Batc
     returns the next cursor (a custom batch's function returns it, recorded after)."""
     if not batch.cursor_from_apply:
         _compare_and_set(session, chunk, batch.next_cursor, batch.size)
-        task.apply(session, batch)
+        take_turn(session, task, batch)
         return batch.next_cursor
     _compare_and_set(session, chunk, chunk.cursor, 0)
-    returned = task.apply(session, batch)
+    returned = take_turn(session, task, batch)
     next_cursor = FINISHED if returned is None else returned
     _advance(session, chunk, next_cursor, batch)
     return next_cursor
