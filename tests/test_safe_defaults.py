@@ -77,9 +77,12 @@ def test_without_a_database_every_command_refuses_in_one_line_and_creates_nothin
 
 
 def test_a_dotenv_in_the_working_folder_names_the_database(
-    tmp_path: Path, postgres_url: str
+    tmp_path: Path, postgres_engine: Engine
 ) -> None:
-    (tmp_path / ".env").write_text(f"DATABASE_URL={postgres_url}\n")
+    # The engine's fixture empties the session's database first: an earlier test's records
+    # would otherwise be listed, and "no data tasks" would depend on the order tests run in.
+    url = postgres_engine.url.render_as_string(hide_password=False)
+    (tmp_path / ".env").write_text(f"DATABASE_URL={url}\n")
 
     result = run_in(tmp_path, "-m", "deploy_hooks", "status")
 
