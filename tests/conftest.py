@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 import pytest
 import redis
@@ -24,6 +26,20 @@ from tests.services import (
     empty_mariadb_database,
     flushed_redis,
 )
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A SIGTERM (a CI timeout, a `kill`) ends the run as Ctrl-C does, through the teardowns.
+
+    The workers, Procfile entries and servers the tests start run in sessions of their own;
+    without their fixtures' teardown they outlive the run and take the next run's jobs.
+    """
+    signal.signal(signal.SIGTERM, _interrupt)
+
 
 FIXTURE_TASKS = Path(__file__).resolve().parent / "fixtures" / "tasks"
 
