@@ -27,6 +27,18 @@ class BatchTransactionTaken(DataTaskError):
     """The author's function committed or rolled back the batch's transaction itself."""
 
 
+class BatchAborted(DataTaskError):
+    """A statement of the batch failed on PostgreSQL and the author's function caught it."""
+
+
+# What a batch whose transaction PostgreSQL aborted fails with: its COMMIT would roll it back.
+ABORTED = (
+    "a statement of the batch failed and the task's function caught the error: PostgreSQL "
+    "rolls back the whole batch then; let the error propagate, or put what may fail in a "
+    "savepoint (with session.begin_nested(): ...)"
+)
+
+
 def take_turn(session: Session, task: DataTask, batch: Batch) -> Any:
     """Apply the batch in its transaction, which the author's function may not end itself."""
     with _turn(session):
@@ -35,7 +47,17 @@ def take_turn(session: Session, task: DataTask, batch: Batch) -> Any:
     if session.get_transaction() is not outer:
         # session.close(), or a rollback whose error the function caught.
         raise BatchTransactionTaken(_refusal("ended the batch's transaction", "raise"))
+    if _aborted(session):
+        raise BatchAborted(ABORTED)
     return result
+
+
+def _aborted(session: Session) -> bool:
+    """True when the database refuses the rest of the transaction (PostgreSQL after an error)."""
+    driver = session.connection().connection.dbapi_connection
+    status = getattr(getattr(driver, "info", None), "transaction_status", None)
+    # psycopg's TransactionStatus.INERROR; other drivers and databases have no such state.
+    return getattr(status, "name", None) == "INERROR"
 
 
 def _refusal(call: str, instead: str) -> str:

@@ -44,6 +44,13 @@ class Chunk:
             "l_run_epoch": self.run_epoch,
         }
 
+    def count(self, size: int, cursor: Any) -> None:
+        """Count a committed batch of `size` keys or rows, after which the lane is at `cursor`."""
+        self.cursor = cursor
+        self.processed += size
+        self.rows += size
+        self.batches += 1
+
     def summary(self, outcome: str, **extra: Any) -> dict[str, Any]:
         """What the chunk job returns (and Flower shows)."""
         elapsed = time.monotonic() - self.started

@@ -11,6 +11,9 @@ batch without an end key does not know its key's type yet: those keep the separa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from sqlalchemy import Update
 from sqlalchemy.orm import Session
 
@@ -29,31 +32,43 @@ class FoldedPlan:
         # (from the start, no end key) -> the statement
         self._statements: dict[tuple[bool, bool], Update] = {}
 
-    def statement(self, chunk: Chunk) -> Update | None:
-        """The statement for the chunk's next batch, or None when it is planned apart."""
-        like = chunk.cursor if chunk.cursor is not None else chunk.upper
+    def statement(self, cursor: Any, upper: Any) -> Update | None:
+        """The statement for the batch after `cursor`, or None when it is planned apart."""
+        like = cursor if cursor is not None else upper
         if self.task is None or isinstance(like, bool) or not isinstance(like, int):
             return None
-        shape = (chunk.cursor is None, chunk.upper is None)
+        shape = (cursor is None, upper is None)
         if shape not in self._statements:
-            keys, _ = self.task.next_keys(chunk.cursor, chunk.batch_size, chunk.upper)
+            keys, _ = self.task.next_keys(cursor, 1, upper)
             self._statements[shape] = advance_over(keys, from_start=shape[0])
         return self._statements[shape]
 
-    def plan_and_advance(self, session: Session, chunk: Chunk, statement: Update) -> Batch | None:
-        """Run the statement: the batch it moved the cursor over, None when no key is left."""
+    def parameters(self, chunk: Chunk, cursor: Any) -> dict[str, Any]:
+        """The statement's values for the chunk's batch after `cursor`."""
         assert self.task is not None
-        _, parameters = self.task.next_keys(chunk.cursor, chunk.batch_size, chunk.upper)
+        _, parameters = self.task.next_keys(cursor, chunk.batch_size, chunk.upper)
         parameters.update(
             chunk.parameters(),
-            l_old=encode_cursor(chunk.cursor),
+            l_old=encode_cursor(cursor),
             l_beat=utcnow(),
             l_batch_size=chunk.batch_size,
         )
-        row = session.connection().execute(statement, parameters).first()
-        if row is None:
-            raise Fenced()
-        size, first, last = row
-        if not size:
-            return None
-        return Batch(next_cursor=last, size=int(size), payload=(first, last))
+        return parameters
+
+    def plan_and_advance(self, session: Session, chunk: Chunk, statement: Update) -> Batch | None:
+        """Run the statement: the batch it moved the cursor over, None when no key is left."""
+        parameters = self.parameters(chunk, chunk.cursor)
+        return batch_of(session.connection().execute(statement, parameters).first())
+
+
+def batch_of(row: Sequence[Any] | None) -> Batch | None:
+    """The batch a folded statement moved the cursor over; None when no key was left.
+
+    No row at all means the compare-and-set matched nothing: the chunk is fenced.
+    """
+    if row is None:
+        raise Fenced()
+    size, first, last = row
+    if not size:
+        return None
+    return Batch(next_cursor=last, size=int(size), payload=(first, last))

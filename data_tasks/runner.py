@@ -10,6 +10,7 @@ The Celery job in worker/ is a shell around `run_chunk`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -32,6 +33,7 @@ from data_tasks.outcomes import (
     publish_lanes,
     record_failure,
 )
+from data_tasks.pipeline import BatchPipeline, pipelines
 from data_tasks.publisher import ChunkMessage
 from data_tasks.records import TaskRecord, decode_cursor, encode_cursor, move, utcnow
 from data_tasks.runtime import Runtime
@@ -41,6 +43,9 @@ from data_tasks.status import Status
 GROW_LIMIT = 1.2
 SHRINK_LIMIT = 0.5
 PROGRESS_INTERVAL_SECONDS = 1.0
+# Why a chunk stops between batches, besides its budget and a shutdown.
+LEASE_LOST = "lease taken over"
+REDIS_LOST = "Redis unreachable"
 
 
 def run_chunk(runtime: Runtime, message: ChunkMessage) -> dict[str, Any]:
@@ -81,7 +86,7 @@ def run_chunk(runtime: Runtime, message: ChunkMessage) -> dict[str, Any]:
         lease.take()
     except RedisError as error:
         log_event("redis_lost", **chunk.ids, error=first_line(error))
-        return continue_later(runtime, chunk, "Redis unreachable")
+        return continue_later(runtime, chunk, REDIS_LOST)
     try:
         summary = _run(runtime, task, chunk, lease)
     finally:
@@ -199,20 +204,38 @@ def _run_batches(runtime: Runtime, task: DataTask, chunk: Chunk, lease: Lease) -
     def out_of_time() -> bool:
         return time.monotonic() - chunk.started >= budget
 
+    def stop_reason(batches: int) -> str | None:
+        # Why not to start another batch after `batches`: a chunk always does at least one.
+        if lease.lost:
+            return LEASE_LOST
+        if lease.error is not None:
+            return REDIS_LOST
+        if batches and (out_of_time() or runtime.should_stop() or lease.shutting_down):
+            return "budget spent" if out_of_time() else "worker shutting down"
+        return None
+
+    def report() -> None:
+        nonlocal last_progress
+        now = time.monotonic()
+        if runtime.on_progress is not None and now - last_progress >= PROGRESS_INTERVAL_SECONDS:
+            last_progress = now
+            runtime.on_progress(chunk.summary("running"))
+
     with runtime.held_session() as session:
         folded = FoldedPlan(task, runtime.engine.dialect.update_returning)
+        if runtime.batch_host is None and not task.throttles and pipelines(session, folded, chunk):
+            reason = _run_pipelined(
+                BatchPipeline(session, folded), task, chunk, stop_reason, report
+            )
+            return (
+                _stop(runtime, chunk, lease, reason)
+                if reason
+                else finish_lane(runtime, task, chunk)
+            )
         while True:
-            if lease.lost:
-                # Only a chunk the database let start takes a lease over: this one is fenced.
-                log_event("fenced", **chunk.ids, reason="lease taken over")
-                return chunk.summary("fenced", reason="lease taken over")
-            if lease.error is not None:
-                log_event("redis_lost", **chunk.ids, error=lease.error)
-                return continue_later(runtime, chunk, "Redis unreachable")
-            # Asked only between batches: a chunk always does at least one.
-            if chunk.batches and (out_of_time() or runtime.should_stop() or lease.shutting_down):
-                reason = "budget spent" if out_of_time() else "worker shutting down"
-                return continue_later(runtime, chunk, reason)
+            reason = stop_reason(chunk.batches)
+            if reason is not None:
+                return _stop(runtime, chunk, lease, reason)
             if task.throttles:
                 backoff = task.backoff_seconds(session)
                 session.rollback()  # the throttle's read must not hold a snapshot open
@@ -225,10 +248,47 @@ def _run_batches(runtime: Runtime, task: DataTask, chunk: Chunk, lease: Lease) -
                     continue
             if _run_one_batch(runtime, session, task, chunk, folded):
                 return finish_lane(runtime, task, chunk)
-            now = time.monotonic()
-            if runtime.on_progress is not None and now - last_progress >= PROGRESS_INTERVAL_SECONDS:
-                last_progress = now
-                runtime.on_progress(chunk.summary("running"))
+            report()
+
+
+def _run_pipelined(
+    pipeline: BatchPipeline,
+    task: DataTask,
+    chunk: Chunk,
+    stop_reason: Callable[[int], str | None],
+    report: Callable[[], None],
+) -> str | None:
+    """Run folded batches, each COMMIT sent with the next plan; why it stopped, None when done."""
+    reason = stop_reason(chunk.batches)
+    if reason is not None:
+        return reason
+    with pipeline.opened():
+        batch = pipeline.first(chunk)
+        while batch is not None:
+            began = time.monotonic()
+            take_turn(pipeline.session, task, batch)
+            pipeline.session.flush()
+            adapt_batch_size(task, chunk, batch, time.monotonic() - began)
+            # Asked before this batch's COMMIT, which carries the next batch's plan only if
+            # there is to be a next batch.
+            reason = stop_reason(chunk.batches + 1)
+            batch = pipeline.commit(chunk, batch, plan_next=reason is None)
+            report()
+            if reason is not None:
+                return reason
+        pipeline.end()
+    return None
+
+
+def _stop(runtime: Runtime, chunk: Chunk, lease: Lease, reason: str) -> dict[str, Any]:
+    """End the chunk between batches for `reason`: fenced, or handed to a successor job."""
+    if reason == LEASE_LOST:
+        # Only a chunk the database let start takes a lease over: this one is fenced.
+        log_event("fenced", **chunk.ids, reason=reason)
+        return chunk.summary("fenced", reason=reason)
+    if reason == REDIS_LOST:
+        log_event("redis_lost", **chunk.ids, error=lease.error)
+    return continue_later(runtime, chunk, reason)
 
 
 def _run_one_batch(
@@ -238,7 +298,7 @@ def _run_one_batch(
     began = time.monotonic()
     try:
         with runtime.batch_transaction(), session.begin():
-            statement = folded.statement(chunk)
+            statement = folded.statement(chunk.cursor, chunk.upper)
             if statement is not None:
                 # Planned and fenced at once: the cursor has moved over the batch already.
                 batch = folded.plan_and_advance(session, chunk, statement)
@@ -254,10 +314,7 @@ def _run_one_batch(
     except BaseException:
         session.rollback()
         raise
-    chunk.cursor = next_cursor
-    chunk.processed += batch.size
-    chunk.rows += batch.size
-    chunk.batches += 1
+    chunk.count(batch.size, next_cursor)
     adapt_batch_size(task, chunk, batch, time.monotonic() - began)
     return False
 

@@ -66,3 +66,60 @@ def test_a_savepoint_inside_a_batch_is_the_authors_own_and_allowed(db_runtime: R
     run = operations.run_inline(db_runtime, VERSION)
     assert run.status == Status.SUCCEEDED, record(db_runtime, VERSION).last_error
     assert applied_counts(db_runtime.engine) == {1: 300}
+
+
+CAUGHT = '''"""Add one to items.applied, then log the batch where a log table may be missing."""
+
+from sqlalchemy import column, select, table, text
+from sqlalchemy.exc import DBAPIError
+
+from data_tasks import keyset_backfill, row_iteration
+
+items = table("items", column("id"))
+ADD = text("UPDATE items SET applied = applied + 1 WHERE id BETWEEN :f AND :l")
+
+
+def log_batch(session):
+    try:
+        session.execute(text("INSERT INTO batch_log (note) VALUES ('done')"))
+    except DBAPIError:
+        pass  # no log table: the author means to go on without it
+
+'''
+SHAPES = {
+    "keyset_backfill": """
+@keyset_backfill("items", key="id", batch_size=100, max_attempts=1)
+def by_keys(session, first_id, last_id):
+    session.execute(ADD, {"f": first_id, "l": last_id})
+    log_batch(session)
+""",
+    "row_iteration": """
+@row_iteration(select(items.c.id), key="id", batch_size=100, max_attempts=1)
+def by_rows(session, rows):
+    session.execute(ADD, {"f": rows[0].id, "l": rows[-1].id})
+    log_batch(session)
+""",
+}
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_a_failed_statement_whose_error_the_function_catches_loses_no_batch(
+    db_runtime: Runtime, shape: str
+) -> None:
+    # SQLite and MariaDB fail only that statement; PostgreSQL aborts the whole transaction,
+    # whose COMMIT then rolls back: the batch must fail, not pass for committed.
+    path = db_runtime.settings.tasks_dir / f"{VERSION}_caught.py"
+    path.write_text(CAUGHT + SHAPES[shape])
+    create_items(db_runtime.engine, 300)
+
+    run = operations.run_inline(db_runtime, VERSION)
+
+    done = record(db_runtime, VERSION)
+    if db_runtime.engine.dialect.name == "postgresql":
+        assert run.status == Status.FAILED
+        assert done.last_error is not None and "caught the error" in done.last_error
+        assert "begin_nested" in done.last_error
+        assert (applied_counts(db_runtime.engine), done.processed) == ({0: 300}, 0)
+    else:
+        assert run.status == Status.SUCCEEDED, done.last_error
+        assert (applied_counts(db_runtime.engine), done.processed) == ({1: 300}, 300)

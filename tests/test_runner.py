@@ -95,16 +95,27 @@ def test_a_runner_fenced_at_its_hand_off_says_fenced_and_leaves_the_marker_alone
     [message] = take(db_runtime)
     version = message.version
 
-    def a_successor_starts_the_lane() -> bool:
-        # Between the runner's batches (where a frozen runner wakes up): another chunk has
-        # started the lane at a newer epoch, and the job it came from was marked queued.
+    def start_the_lane_again() -> None:
         with db_runtime.engine.begin() as connection:
+            if db_runtime.engine.dialect.name == "postgresql":
+                # Queued before the runner's hand-off, which then waits for this start.
+                connection.execute(text("LOCK TABLE task_lanes IN SHARE ROW EXCLUSIVE MODE"))
             connection.execute(text("UPDATE task_lanes SET epoch = epoch + 1"))
+
+    successor = threading.Thread(target=start_the_lane_again)
+
+    def a_successor_starts_the_lane() -> bool:
+        # After the runner's first batch another chunk starts the lane at a newer epoch, and
+        # the job it came from was marked queued. On PostgreSQL the runner asks before its
+        # batch's COMMIT (which carries the next batch's plan): the start waits for it.
+        successor.start()
+        wait_until_done_or_waiting_on_a_lock(db_runtime, successor)
         db_runtime.coordinator.mark_queued({(version, 0): 7})
         return True  # as if the worker were shutting down: hand the lane over
 
     caplog.set_level(logging.INFO, logger="data_tasks")
     summary = run_chunk(replace(db_runtime, should_stop=a_successor_starts_the_lane), message)
+    successor.join(timeout=30)
 
     assert summary["outcome"] == "fenced"
     assert applied_counts(db_runtime.engine) == {1: 500, 0: 1_500}
@@ -113,6 +124,24 @@ def test_a_runner_fenced_at_its_hand_off_says_fenced_and_leaves_the_marker_alone
     logged = [record.getMessage() for record in caplog.records]
     assert any("event=fenced" in line for line in logged)
     assert not any("event=chunk_done" in line or "next=successor" in line for line in logged)
+
+
+def wait_until_done_or_waiting_on_a_lock(runtime: Runtime, thread: threading.Thread) -> None:
+    """Wait until `thread` has finished, or (PostgreSQL) waits for the runner's batch to end."""
+    deadline = time.monotonic() + 30
+    while thread.is_alive() and time.monotonic() < deadline:
+        if runtime.engine.dialect.name == "postgresql":
+            with runtime.engine.connect() as connection:
+                waiting = connection.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query LIKE 'LOCK TABLE task_lanes%'"
+                    )
+                ).scalar_one()
+            if waiting:
+                return
+        time.sleep(0.01)
+    assert not thread.is_alive(), "the successor's start neither ran nor waited on a lock"
 
 
 def test_a_runner_whose_cursor_moved_commits_no_further_batch(db_runtime: Runtime) -> None:

@@ -1,0 +1,143 @@
+"""Keyset batches on PostgreSQL whose COMMIT travels with the next batch's plan.
+
+A folded batch (folded_plan.py) opens with one statement that plans it and moves its lane's
+cursor. In psycopg's pipeline mode that statement and its BEGIN go out in the same network
+write as the previous batch's COMMIT, so a batch waits on the database twice (for that write
+and for the task's own statement) where a hand-written loop waits three times (BEGIN, UPDATE,
+COMMIT). The further the database, the more a round trip costs, and the more that saves.
+
+The runner sends BEGIN and COMMIT itself, on a connection in driver autocommit: psycopg would
+otherwise send its own BEGIN and wait for it. SQLAlchemy's transaction around the chunk is
+only a frame: its ROLLBACK at the end sends nothing once the server has no transaction open,
+and rolls back a batch left open by an error.
+
+A next batch is planned only when the runner is going to run it (its checks are made before
+the COMMIT); a planned batch that is not run is rolled back, its cursor move with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, cast
+
+import psycopg
+from psycopg.pq import ExecStatus
+from sqlalchemy import Connection, Update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from data_tasks.authors_turn import ABORTED, BatchAborted
+from data_tasks.chunk import Chunk
+from data_tasks.data_task import Batch
+from data_tasks.folded_plan import FoldedPlan, batch_of
+
+
+def pipelines(session: Session, folded: FoldedPlan, chunk: Chunk) -> bool:
+    """True when the chunk's batches can run pipelined: psycopg 3, PostgreSQL, a folded plan."""
+    dialect = cast(Connection, session.bind).dialect
+    return (
+        dialect.name == "postgresql"
+        and dialect.driver == "psycopg"
+        and psycopg.Pipeline.is_supported()
+        and folded.statement(chunk.cursor, chunk.upper) is not None
+    )
+
+
+class BatchPipeline:
+    """A chunk's folded batches on one psycopg connection; see the module's docstring."""
+
+    def __init__(self, session: Session, folded: FoldedPlan) -> None:
+        self.session = session
+        self.folded = folded
+        # The statements as psycopg runs them, with the values SQLAlchemy fixes in them.
+        self._compiled: dict[int, tuple[str, dict[str, Any]]] = {}
+        self._raw: psycopg.Connection[Any] | None = None
+
+    @contextmanager
+    def opened(self) -> Iterator[BatchPipeline]:
+        """Put the connection in driver autocommit for the chunk; roll back what is left open."""
+        connection = cast(Connection, self.session.bind)
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        self._raw = cast(
+            "psycopg.Connection[Any]", self.session.connection().connection.dbapi_connection
+        )
+        try:
+            yield self
+        finally:
+            self.session.rollback()
+
+    def first(self, chunk: Chunk) -> Batch | None:
+        """Open and plan the chunk's first batch (None: no key is left), in one round trip."""
+        return self._send(chunk, chunk.cursor, None, plan=True)
+
+    def commit(self, chunk: Chunk, batch: Batch, plan_next: bool) -> Batch | None:
+        """Commit the open batch and count it; with plan_next, open and plan the next one in
+        the same round trip. Returns the next batch; None when none was planned or is left."""
+        return self._send(chunk, batch.next_cursor, batch, plan=plan_next)
+
+    def end(self) -> None:
+        """Commit the open transaction of a plan that found no key left."""
+        with self._errors("COMMIT"):
+            self._connection.execute(b"COMMIT")
+
+    @property
+    def _connection(self) -> psycopg.Connection[Any]:
+        assert self._raw is not None, "use the pipeline inside opened()"
+        return self._raw
+
+    def _send(self, chunk: Chunk, cursor: Any, done: Batch | None, plan: bool) -> Batch | None:
+        connection = self._connection
+        sql, parameters = self._statement(chunk, cursor) if plan else ("", {})
+        committing = planned = None
+        with self._errors(sql or "COMMIT", parameters):
+            try:
+                with connection.pipeline():
+                    if done is not None:
+                        committing = connection.execute(b"COMMIT")
+                    if plan:
+                        connection.execute(b"BEGIN")
+                        planned = connection.execute(sql.encode(), parameters)
+            finally:
+                # Counted as soon as the COMMIT went through, whatever came after it.
+                if done is not None and _committed(committing):
+                    chunk.count(done.size, done.next_cursor)
+        if done is not None and not _committed(committing):
+            # PostgreSQL answered the COMMIT of an aborted transaction with a ROLLBACK.
+            raise BatchAborted(ABORTED)
+        return batch_of(planned.fetchone()) if planned is not None else None
+
+    def _statement(self, chunk: Chunk, cursor: Any) -> tuple[str, dict[str, Any]]:
+        statement = self.folded.statement(cursor, chunk.upper)
+        assert statement is not None, "a pipelined chunk's keys are integers"
+        sql, fixed = self._compiled.get(id(statement)) or self._compile(statement)
+        return sql, {**fixed, **self.folded.parameters(chunk, cursor)}
+
+    def _compile(self, statement: Update) -> tuple[str, dict[str, Any]]:
+        compiled = statement.compile(dialect=cast(Connection, self.session.bind).dialect)
+        # The values written in the statement (a status, attempts=0); the rest are the plan's.
+        fixed = {
+            compiled.bind_names[bind]: bind.effective_value
+            for bind in compiled.binds.values()
+            if not bind.required
+        }
+        self._compiled[id(statement)] = (compiled.string, fixed)
+        return self._compiled[id(statement)]
+
+    @contextmanager
+    def _errors(self, sql: str, parameters: dict[str, Any] | None = None) -> Iterator[None]:
+        """Raise the driver's errors as SQLAlchemy raises them from a session's statements."""
+        try:
+            yield
+        except psycopg.Error as error:
+            raise DBAPIError.instance(sql, parameters, error, psycopg.Error) from error
+
+
+def _committed(result: psycopg.Cursor[Any] | None) -> bool:
+    outcome = None if result is None else result.pgresult
+    return (
+        outcome is not None
+        and outcome.status == ExecStatus.COMMAND_OK
+        and result is not None
+        and result.statusmessage == "COMMIT"
+    )
