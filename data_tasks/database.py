@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import URL, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from data_tasks.errors import DatabaseFailed, DataTaskError, ServiceUnavailable
 from data_tasks.settings import redact
+
+if TYPE_CHECKING:
+    import psycopg
 
 # The extra that installs each driver module SQLAlchemy may ask for; SQLite needs none.
 DRIVER_EXTRAS = {"psycopg": "postgres", "psycopg2": "postgres", "pymysql": "mysql"}
@@ -106,19 +109,7 @@ def _make_engine(
     timeouts = timeouts or Timeouts()
     connect_args: dict[str, Any] = {}
     if url.startswith("postgresql"):
-        options = []
-        if idle_in_transaction_seconds:
-            # A runner frozen inside a batch (SIGSTOP, a VM pause) must not hold its row locks
-            # for ever: the server ends its session, rolls the batch back and frees the record.
-            options.append(("idle_in_transaction_session_timeout", idle_in_transaction_seconds))
-        if timeouts.lock_seconds:
-            options.append(("lock_timeout", timeouts.lock_seconds))
-        if timeouts.statement_seconds:
-            options.append(("statement_timeout", timeouts.statement_seconds))
-        if options:
-            connect_args["options"] = " ".join(
-                f"-c {name}={_milliseconds(seconds)}" for name, seconds in options
-            )
+        connect_args.update(_postgres_options(idle_in_transaction_seconds, timeouts))
     if url.startswith("sqlite"):
         # A writer waits for another instead of failing at once; the runner has one writer per task.
         busy_seconds = timeouts.lock_seconds or 30.0
@@ -127,7 +118,7 @@ def _make_engine(
         _use_immediate_transactions(engine, busy_seconds)
         return engine
     if connect_timeout is not None and (url.startswith("postgresql") or is_mysql(url)):
-        connect_args["connect_timeout"] = max(1, round(connect_timeout))
+        connect_args["connect_timeout"] = _whole_seconds(connect_timeout)
     if is_mysql(url):
         return _make_mysql_engine(
             url, connect_args, idle_in_transaction_seconds, timeouts, **kwargs
@@ -171,6 +162,29 @@ def _make_mysql_engine(
     if timeouts.lock_seconds or timeouts.statement_seconds:
         _limit_mysql_sessions(engine, timeouts)
     return engine
+
+
+def _postgres_options(
+    idle_in_transaction_seconds: float | None, timeouts: Timeouts
+) -> dict[str, str]:
+    """libpq's `options` that set the session's time limits, if any."""
+    options = []
+    if idle_in_transaction_seconds:
+        # A runner frozen inside a batch (SIGSTOP, a VM pause) must not hold its row locks
+        # for ever: the server ends its session, rolls the batch back and frees the record.
+        options.append(("idle_in_transaction_session_timeout", idle_in_transaction_seconds))
+    if timeouts.lock_seconds:
+        options.append(("lock_timeout", timeouts.lock_seconds))
+    if timeouts.statement_seconds:
+        options.append(("statement_timeout", timeouts.statement_seconds))
+    if not options:
+        return {}
+    return {"options": " ".join(f"-c {name}={_milliseconds(s)}" for name, s in options)}
+
+
+def _whole_seconds(seconds: float) -> int:
+    # libpq and PyMySQL take whole seconds, and libpq reads 0 as no limit at all.
+    return max(1, round(seconds))
 
 
 def _milliseconds(seconds: float) -> int:
@@ -224,7 +238,47 @@ def check_reachable(engine: Engine) -> None:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except DBAPIError as error:
-        raise ServiceUnavailable("database", redact(str(engine.url)), _first_line(error)) from None
+        raise unreachable(str(engine.url), error) from None
+
+
+def psycopg_url(url: str) -> URL | None:
+    """The parsed URL when connect_psycopg connects as make_engine's engine would; else None.
+
+    Raises what make_url raises on a URL that does not parse.
+    """
+    parsed = make_url(normalize_url(url))
+    # Hosts and ports in the query are rewritten by SQLAlchemy's dialect, which alone knows how.
+    if parsed.drivername != "postgresql+psycopg" or {"host", "port"} & set(parsed.query):
+        return None
+    return parsed
+
+
+def connect_psycopg(
+    url: URL, connect_timeout: float, timeouts: Timeouts
+) -> psycopg.Connection[tuple[Any, ...]]:
+    """A psycopg connection in autocommit mode, made without SQLAlchemy's dialect.
+
+    Its arguments are the ones the dialect passes for a psycopg_url, with make_engine's
+    connect timeout and time limits; ServiceUnavailable when the database cannot be reached.
+    """
+    try:
+        import psycopg
+    except ModuleNotFoundError:
+        raise MissingDriver(redact(str(url)), "psycopg") from None
+
+    arguments: dict[str, Any] = url.translate_connect_args(username="user", database="dbname")
+    arguments.update(url.query)
+    arguments.update(_postgres_options(None, timeouts))
+    arguments["connect_timeout"] = _whole_seconds(connect_timeout)
+    try:
+        return psycopg.connect(autocommit=True, **arguments)
+    except psycopg.Error as error:
+        raise unreachable(str(url), error) from None
+
+
+def unreachable(url: str, error: BaseException) -> ServiceUnavailable:
+    """The one-line error for a database that cannot be reached (or refused the connection)."""
+    return ServiceUnavailable("database", redact(url), _first_line(error))
 
 
 def database_failed(url: str, error: DBAPIError) -> DatabaseFailed:
@@ -245,7 +299,7 @@ def database_error(url: str, error: DBAPIError) -> ServiceUnavailable:
     )
     if answered or not isinstance(error, OperationalError | InterfaceError):
         return database_failed(url, error)
-    return ServiceUnavailable("database", redact(url), _first_line(error))
+    return unreachable(url, error)
 
 
 def _first_line(error: BaseException) -> str:

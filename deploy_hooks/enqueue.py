@@ -7,6 +7,7 @@ whose worker died.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 import time
@@ -117,4 +118,8 @@ def main(
 
 
 if __name__ == "__main__":
+    # The objects the imports above made live until the process exits. Frozen, they are out
+    # of the cyclic collector's sight: its full collections (during psycopg's import, and at
+    # exit; about 20 ms each) walk only what the pass itself makes.
+    gc.freeze()
     sys.exit(main())

@@ -1,4 +1,5 @@
-"""A deploy with nothing new imports neither Celery, kombu nor the ORM: the hook stays light."""
+"""A deploy with nothing new imports neither Celery, kombu, the ORM nor SQLAlchemy's PostgreSQL
+dialect: the hook stays light."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from deploy_hooks.enqueue import main
 code = main([])
 print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
 """
-HEAVY = {"celery", "kombu", "sqlalchemy.orm"}
+# On PostgreSQL the check for nothing new talks to psycopg directly, without the dialect.
+HEAVY = {"celery", "kombu", "sqlalchemy.orm", "sqlalchemy.dialects.postgresql"}
 
 
 def hook(settings: Settings) -> tuple[int, list[str], set[str]]:
@@ -39,7 +41,7 @@ def hook(settings: Settings) -> tuple[int, list[str], set[str]]:
     return found["code"], lines, HEAVY & set(found["modules"])
 
 
-def test_a_deploy_with_nothing_new_imports_no_celery_kombu_or_orm(
+def test_a_deploy_with_nothing_new_imports_no_celery_kombu_orm_or_dialect(
     pg_settings: Settings, postgres_engine: Engine
 ) -> None:
     copy_tasks(pg_settings.tasks_dir, "20250105000000_count_items_at_once.py")
@@ -60,3 +62,16 @@ def test_a_deploy_with_nothing_new_imports_no_celery_kombu_or_orm(
     assert code == OK
     assert lines[0] == "nothing new to enqueue" and lines[1].startswith("deploy hook done in ")
     assert heavy == set()
+
+
+def test_hosts_in_the_query_are_checked_through_sqlalchemys_dialect(
+    pg_settings: Settings, postgres_engine: Engine
+) -> None:
+    url = postgres_engine.url
+    in_query = url.set(host=None, port=None, query={"host": str(url.host), "port": str(url.port)})
+    settings = pg_settings.with_(database_url=in_query.render_as_string(hide_password=False))
+    assert hook(settings)[0] == OK  # the full pass creates the tables
+
+    code, lines, heavy = hook(settings)
+    assert code == OK and lines[0] == "nothing new to enqueue", lines
+    assert heavy == {"sqlalchemy.dialects.postgresql"}
