@@ -19,10 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import psycopg
-from psycopg.pq import ExecStatus
 from sqlalchemy import Connection, Update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -32,15 +30,20 @@ from data_tasks.chunk import Chunk
 from data_tasks.data_task import Batch
 from data_tasks.folded_plan import FoldedPlan, batch_of
 
+if TYPE_CHECKING:
+    # psycopg is imported where it is used: a plain install (SQLite) does not have it.
+    import psycopg
+
 
 def pipelines(session: Session, folded: FoldedPlan, chunk: Chunk) -> bool:
     """True when the chunk's batches can run pipelined: psycopg 3, PostgreSQL, a folded plan."""
     dialect = cast(Connection, session.bind).dialect
+    if dialect.name != "postgresql" or dialect.driver != "psycopg":
+        return False
+    import psycopg
+
     return (
-        dialect.name == "postgresql"
-        and dialect.driver == "psycopg"
-        and psycopg.Pipeline.is_supported()
-        and folded.statement(chunk.cursor, chunk.upper) is not None
+        psycopg.Pipeline.is_supported() and folded.statement(chunk.cursor, chunk.upper) is not None
     )
 
 
@@ -127,6 +130,8 @@ class BatchPipeline:
     @contextmanager
     def _errors(self, sql: str, parameters: dict[str, Any] | None = None) -> Iterator[None]:
         """Raise the driver's errors as SQLAlchemy raises them from a session's statements."""
+        import psycopg
+
         try:
             yield
         except psycopg.Error as error:
@@ -134,6 +139,8 @@ class BatchPipeline:
 
 
 def _committed(result: psycopg.Cursor[Any] | None) -> bool:
+    from psycopg.pq import ExecStatus
+
     outcome = None if result is None else result.pgresult
     return (
         outcome is not None
