@@ -318,6 +318,12 @@ LEAVE: dict[LaneStatus, Update] = {
     status: _leave_statement(status) for status in LaneStatus if status != LaneStatus.RUNNING
 }
 
+# A lane finishes only at the cursor its chunk reached: a database that lost the last batches'
+# commits (a failover to a replica behind the primary) still has them to do.
+FINISH = LEAVE[LaneStatus.SUCCEEDED].where(
+    cast(Table, TaskLane.__table__).c.cursor.is_not_distinct_from(bindparam("l_old"))
+)
+
 
 def lanes_of(engine: Engine, versions: Iterable[str]) -> dict[str, list[TaskLane]]:
     """The lanes of each version, in order (for `status`)."""

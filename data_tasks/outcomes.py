@@ -11,15 +11,15 @@ import traceback
 from dataclasses import replace
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, Update, func, select, update
 from sqlalchemy.orm import Session
 
 from data_tasks.chunk import Chunk, Fenced
 from data_tasks.data_task import DataTask
-from data_tasks.lanes import LEAVE, LaneStatus, TaskLane, totals
+from data_tasks.lanes import FINISH, LEAVE, LaneStatus, TaskLane, totals
 from data_tasks.log import first_line, log_event
 from data_tasks.publisher import ChunkMessage
-from data_tasks.records import TaskRecord, move, utcnow
+from data_tasks.records import TaskRecord, encode_cursor, move, utcnow
 from data_tasks.runtime import Runtime
 from data_tasks.scheduler import enqueue
 from data_tasks.status import Status
@@ -42,15 +42,21 @@ def publish_lanes(
 
 def _leave(session: Session, chunk: Chunk, to: LaneStatus, **values: Any) -> None:
     """Move the chunk's lane out of running, or raise Fenced."""
-    statement = LEAVE[to].values(**values) if values else LEAVE[to]
-    if session.connection().execute(statement, chunk.parameters()).rowcount != 1:
+    _fenced(session, chunk, LEAVE[to], **values)
+
+
+def _fenced(session: Session, chunk: Chunk, statement: Update, **values: Any) -> None:
+    statement = statement.values(**values) if values else statement
+    parameters = {**chunk.parameters(), "l_old": encode_cursor(chunk.cursor)}
+    if session.connection().execute(statement, parameters).rowcount != 1:
         raise Fenced()
 
 
 def _leave_done(session: Session, chunk: Chunk) -> None:
-    """Mark the lane succeeded; its total, estimated at the run's start, is now what it did."""
+    """Mark the lane succeeded at its cursor; its total, estimated at the run's start, is now
+    what it did."""
     lanes = cast(Table, TaskLane.__table__)
-    _leave(session, chunk, LaneStatus.SUCCEEDED, finished_at=utcnow(), total=lanes.c.processed)
+    _fenced(session, chunk, FINISH, finished_at=utcnow(), total=lanes.c.processed)
 
 
 def continue_later(runtime: Runtime, chunk: Chunk, reason: str) -> dict[str, Any]:
@@ -161,6 +167,7 @@ def finish_lane(runtime: Runtime, task: DataTask, chunk: Chunk) -> dict[str, Any
     The checks run in the transaction that records the success, after the lane's fence: a
     stale chunk never reaches them, and a check's writes commit only with the success.
     """
+    runtime.step("finishing")
     try:
         with runtime.session() as session, session.begin():
             _lock_live_run(session, chunk)

@@ -136,7 +136,7 @@ class Runtime:
         return self.batch_host.watch(on_statement) if self.batch_host else nullcontext()
 
     def step(self, name: str) -> None:
-        """Mark a step of claiming or starting work: "claimed", "taken", "started", "planned"."""
+        """Mark a step of a chunk's work: "claimed", "taken", "started", "planned", "finishing"."""
         if self.on_step is not None:
             self.on_step(name)
 

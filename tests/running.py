@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
+
+from sqlalchemy import text
 
 from data_tasks.lanes import TaskLane
 from data_tasks.publisher import ChunkMessage, RecordingPublisher
@@ -61,3 +66,31 @@ def lane(runtime: Runtime, version: str, number: int = 0) -> TaskLane:
         found = session.get(TaskLane, (version, number))
         assert found is not None, f"no lane {number} for {version}"
         return found
+
+
+def meanwhile(runtime: Runtime, write: Callable[[], None], statement: str) -> threading.Thread:
+    """Start `write` on another connection, as an operator or another worker would, while a
+    chunk is between batches; return once it has run or waits on the chunk's open batch.
+
+    On PostgreSQL a chunk asks whether to go on before its batch's COMMIT, which carries the
+    next batch's plan: a write to the lane's row then waits for that COMMIT and lands before
+    the next batch, as it would against a worker. `statement` is how the write's SQL starts.
+    """
+    thread = threading.Thread(target=write)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while thread.is_alive() and time.monotonic() < deadline:
+        if runtime.engine.dialect.name == "postgresql":
+            with runtime.engine.connect() as connection:
+                waiting = connection.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE wait_event_type = 'Lock' AND query LIKE :statement"
+                    ),
+                    {"statement": f"{statement}%"},
+                ).scalar_one()
+            if waiting:
+                return thread
+        time.sleep(0.005)
+    assert not thread.is_alive(), f"{statement}... neither ran nor waited on the batch's lock"
+    return thread

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,7 +39,7 @@ from data_tasks.errors import DataTaskError
 from data_tasks.lanes import TaskLane
 from data_tasks.runtime import Runtime
 from data_tasks.status import Status
-from tests.running import record
+from tests.running import meanwhile, record
 from tests.test_soundness import TYPES, write_task
 
 settings.register_profile(
@@ -262,11 +263,13 @@ def run_scenario(runtime: Runtime, version: str, scenario: Scenario, grow: Any) 
     asked = 0
     chunks = 0
 
+    fences: list[threading.Thread] = []
+
     def should_stop() -> bool:
         nonlocal asked
         asked += 1
         if asked == scenario.fence_at:
-            fence(runtime, version)
+            fences.append(meanwhile(runtime, lambda: fence(runtime, version), "UPDATE task_lanes"))
         return False
 
     def on_chunk(_summary: dict[str, Any]) -> None:
@@ -287,6 +290,9 @@ def run_scenario(runtime: Runtime, version: str, scenario: Scenario, grow: Any) 
             )
         except DataTaskError:
             return record(runtime, version).state
+        finally:
+            for thread in fences:
+                thread.join(timeout=30)
         if result.status in (Status.SUCCEEDED, Status.FAILED):
             return result.status
         # A fenced lane is left running with no job: pause and resume, as an operator would.

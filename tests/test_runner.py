@@ -10,16 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import text, update
 
-from data_tasks.lanes import LaneStatus
+from data_tasks.lanes import LaneStatus, TaskLane
 from data_tasks.runner import run_chunk
 from data_tasks.runtime import Runtime
 from data_tasks.scheduler import enqueue
 from data_tasks.status import Status
 from tests.conftest import copy_tasks
 from tests.items import applied_counts, create_items
-from tests.running import drain, lane, published, record, recording, take
+from tests.running import drain, lane, meanwhile, published, record, recording, take
 
 COUNT_ITEMS = "20250101000000_count_items.py"
 
@@ -102,20 +102,18 @@ def test_a_runner_fenced_at_its_hand_off_says_fenced_and_leaves_the_marker_alone
                 connection.execute(text("LOCK TABLE task_lanes IN SHARE ROW EXCLUSIVE MODE"))
             connection.execute(text("UPDATE task_lanes SET epoch = epoch + 1"))
 
-    successor = threading.Thread(target=start_the_lane_again)
+    successors: list[threading.Thread] = []
 
     def a_successor_starts_the_lane() -> bool:
         # After the runner's first batch another chunk starts the lane at a newer epoch, and
-        # the job it came from was marked queued. On PostgreSQL the runner asks before its
-        # batch's COMMIT (which carries the next batch's plan): the start waits for it.
-        successor.start()
-        wait_until_done_or_waiting_on_a_lock(db_runtime, successor)
+        # the job it came from was marked queued.
+        successors.append(meanwhile(db_runtime, start_the_lane_again, "LOCK TABLE task_lanes"))
         db_runtime.coordinator.mark_queued({(version, 0): 7})
         return True  # as if the worker were shutting down: hand the lane over
 
     caplog.set_level(logging.INFO, logger="data_tasks")
     summary = run_chunk(replace(db_runtime, should_stop=a_successor_starts_the_lane), message)
-    successor.join(timeout=30)
+    successors[0].join(timeout=30)
 
     assert summary["outcome"] == "fenced"
     assert applied_counts(db_runtime.engine) == {1: 500, 0: 1_500}
@@ -124,24 +122,6 @@ def test_a_runner_fenced_at_its_hand_off_says_fenced_and_leaves_the_marker_alone
     logged = [record.getMessage() for record in caplog.records]
     assert any("event=fenced" in line for line in logged)
     assert not any("event=chunk_done" in line or "next=successor" in line for line in logged)
-
-
-def wait_until_done_or_waiting_on_a_lock(runtime: Runtime, thread: threading.Thread) -> None:
-    """Wait until `thread` has finished, or (PostgreSQL) waits for the runner's batch to end."""
-    deadline = time.monotonic() + 30
-    while thread.is_alive() and time.monotonic() < deadline:
-        if runtime.engine.dialect.name == "postgresql":
-            with runtime.engine.connect() as connection:
-                waiting = connection.execute(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                        "AND query LIKE 'LOCK TABLE task_lanes%'"
-                    )
-                ).scalar_one()
-            if waiting:
-                return
-        time.sleep(0.01)
-    assert not thread.is_alive(), "the successor's start neither ran nor waited on a lock"
 
 
 def test_a_runner_whose_cursor_moved_commits_no_further_batch(db_runtime: Runtime) -> None:
@@ -256,3 +236,26 @@ def test_a_chunk_told_to_stop_finishes_its_batch_and_hands_over(db_runtime: Runt
     assert record(db_runtime, "20250101000000").state is Status.RUNNING
     [successor] = published(db_runtime)
     assert successor.epoch == message.epoch + 1
+
+
+def test_a_lane_whose_last_batch_the_database_lost_is_not_marked_done(db_runtime: Runtime) -> None:
+    # A failover to a replica behind the primary loses the last commits: the batch's rows and
+    # its cursor move alike. The lane must not then be recorded as done without them.
+    copy_tasks(db_runtime.settings.tasks_dir, COUNT_ITEMS)
+    create_items(db_runtime.engine, 1_200)
+    enqueue(db_runtime)
+    [message] = take(db_runtime)
+
+    def the_database_loses_the_last_batch(step: str) -> None:
+        if step == "finishing":
+            with db_runtime.engine.begin() as connection:
+                connection.execute(text("UPDATE items SET applied = 0 WHERE id > 1000"))
+                connection.execute(update(TaskLane).values(cursor="1000", processed=1_000))
+
+    summary = run_chunk(replace(db_runtime, on_step=the_database_loses_the_last_batch), message)
+
+    assert summary["outcome"] == "fenced", summary.get("error")
+    assert record(db_runtime, message.version).state is Status.RUNNING
+    left = lane(db_runtime, message.version)
+    assert (left.status, left.cursor_value) == (LaneStatus.RUNNING.value, 1_000)
+    assert applied_counts(db_runtime.engine) == {1: 1_000, 0: 200}
