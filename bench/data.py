@@ -149,12 +149,12 @@ class Run:
     worker_seconds: float
 
 
-def run_data_task(services: Services, name: str, source: str, timeout: float) -> Run:
+def run_data_task(services: Services, name: str, source: str, timeout: float, **env: str) -> Run:
     """Deploy one task file through the deploy hook and wait until a worker has run it."""
     version = services.next_version()
     services.write_task(version, name, source)
     began = utc_now()
-    services.run_hook("--quiet")
+    services.run_hook("--quiet", **env)
     started, finished = services.wait_succeeded([version], timeout)
     return Run(
         version,

@@ -3,7 +3,8 @@
 The baselines: the hand-written SQLAlchemy loop at the same batch size, the same loop in a
 PL/pgSQL procedure (no round trips, the limit of any client-side batching) and one UPDATE of the
 whole table (no batching at all, the limit of any batching). All five run in a process of their
-own (see bench.methods), interleaved, on a fresh table each.
+own (see bench.methods), interleaved, on a fresh table each. The runner at a fixed size and the
+loop also run with the database a network hop away (bench.proxy holding each answer back).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from bench.config import Config
 from bench.data import keyset_source
 from bench.figures import Figure
 from bench.methods import (
+    Sample,
     baseline,
     baseline_cost,
     batches,
@@ -24,6 +26,7 @@ from bench.methods import (
     runner_cost,
     seconds,
 )
+from bench.proxy import CountingProxy
 from bench.services import Services
 
 
@@ -38,6 +41,26 @@ def methods(services: Services, config: Config) -> dict[str, Any]:
         "procedure": lambda: baseline(services, "procedure", batch),
         "update": lambda: baseline(services, "update", batch),
     }
+
+
+# How far the database is in the remote runs: a round trip within one cloud region takes
+# about half a millisecond.
+LATENCY_SECONDS = 0.0005
+
+
+def remote(services: Services, config: Config) -> dict[str, list[Sample]]:
+    """The runner at a fixed size and the loop, every connection LATENCY_SECONDS away."""
+    batch, timeout = config.keyset_batch, config.timeout
+    host, port = services.address()
+    with CountingProxy(host, port, latency=LATENCY_SECONDS) as proxy:
+        url = services.url_through(proxy.port)
+        methods = {
+            "loop": lambda: baseline(services, "keyset", batch, DATABASE_URL=url),
+            "runner_fixed": lambda: runner(
+                services, "bench_keyset", keyset_source(batch), timeout, DATABASE_URL=url
+            ),
+        }
+        return interleaved(services, config.keyset_rows, methods, config.repetitions, config.warmup)
 
 
 def cost_of(services: Services, config: Config, method: str) -> costs.Cost:
@@ -106,6 +129,25 @@ def run(services: Services, config: Config) -> list[Figure]:
             detail,
         ),
     ]
+    far = remote(services, config)
+    away = {
+        "rows": rows,
+        "batch_size": batch,
+        "latency_seconds": LATENCY_SECONDS,
+        "seconds": {name: seconds(found) for name, found in far.items()},
+    }
+    figures.append(
+        speed(
+            "keyset_fixed_vs_loop_remote",
+            f"{head}, the database {LATENCY_SECONDS * 1000:.1f} ms away: runner at {batch:,} "
+            f"keys per batch vs hand-written loop at {batch:,}",
+            far,
+            fixed,
+            "loop",
+            None,
+            away,
+        )
+    )
     figures.append(round_trips("keyset", f"{head}, {batch:,} keys per batch", cost, fixed))
     figures += cost_figures("keyset", head, cost, fixed)
     return figures

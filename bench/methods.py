@@ -35,10 +35,10 @@ def baseline(services: Services, kind: str, batch: int, **env: str) -> Sample:
     return Sample(seconds, inner)
 
 
-def runner(services: Services, name: str, source: str, timeout: float) -> Sample:
+def runner(services: Services, name: str, source: str, timeout: float, **env: str) -> Sample:
     """One data task run by a fresh worker, started and ready before the deploy hook."""
-    with services.worker(concurrency=1) as worker:
-        result = run_data_task(services, name, source, timeout)
+    with services.worker(concurrency=1, **env) as worker:
+        result = run_data_task(services, name, source, timeout, **env)
         peak = worker.peak_rss_bytes()
     return Sample(result.seconds, result.worker_seconds, peak)
 

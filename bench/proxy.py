@@ -5,6 +5,9 @@ Counting turns on the wire, not statements in a driver, counts what a client rea
 a BEGIN sent on its own is one, a pipeline of three statements sent at once is one, a
 statement sent by any connection of any process (the worker's heartbeat, its claim) is one.
 Protocol messages are not parsed, so it works for any driver and any protocol mode.
+
+Given a latency, it holds each answer back that long before passing it on: a database one
+network hop away, where every round trip costs what a turn does here plus the latency.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import selectors
 import socket
 import threading
+import time
 from types import TracebackType
 
 
@@ -38,8 +42,9 @@ class Conversation:
 class CountingProxy:
     """Listens on a free local port and forwards every connection to `host:port`."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, latency: float = 0.0) -> None:
         self.target = (host, port)
+        self.latency = latency
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._lock = threading.Lock()
@@ -115,5 +120,7 @@ class CountingProxy:
                             self._round_trips += conversation.client_sent()
                             self._bytes += len(data)
                     else:
+                        if self.latency and not conversation.server_spoke_last:
+                            time.sleep(self.latency)  # once per answer, at its first bytes
                         conversation.server_sent()
                     key.data.sendall(data)

@@ -269,11 +269,11 @@ class Services:
             worker.stop()
             self.workers.remove(worker)
 
-    def run_hook(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def run_hook(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         """Run `python -m deploy_hooks.enqueue` as a deploy does."""
         result = subprocess.run(
             [sys.executable, "-m", "deploy_hooks.enqueue", *args],
-            env=self.environment(),
+            env=self.environment(**env),
             cwd=REPO,
             capture_output=True,
             text=True,
