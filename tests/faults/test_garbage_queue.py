@@ -24,6 +24,7 @@ from tests.faults.harness import (
     wait_progress,
     wait_status,
 )
+from tests.faults.ledger import FaultCase
 from tests.processes import WorkerProcess
 
 pytestmark = pytest.mark.e2e
@@ -37,7 +38,9 @@ def test_json_entries_that_are_not_messages_are_dropped_while_a_backfill_runs(
     redis_client: redis.Redis,
     workers: list[WorkerProcess],
     tmp_path: Path,
+    faults: FaultCase,
 ) -> None:
+    faults.describe("JSON entries that are not chunk messages pushed onto the queue mid-backfill")
     settings = fault_settings(pg_settings)
     backfill(settings, postgres_engine)
     worker = WorkerProcess(settings, tmp_path, concurrency=2)

@@ -157,12 +157,14 @@ def test_hooks_that_find_the_hook_lock_held_leave_the_work_to_its_holder(
 SLOW_IMPORT = '''"""Count the items, after an import that takes a while."""
 
 import time
+from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from data_tasks import one_shot
 
+Path({importing!r}).touch()
 time.sleep(1.0)
 
 
@@ -178,7 +180,11 @@ def test_hook_whose_redis_freezes_after_it_took_the_lock_exits_4_within_its_boun
     with private_redis(tmp_path) as server:
         settings = pg_settings.with_(redis_url=server.url)
         # The hook imports task files under its lock: this one gives the test time to freeze.
-        (settings.tasks_dir / "20250101000000_slow_import.py").write_text(SLOW_IMPORT)
+        # (A deploy first checks under the same lock whether there is anything new, without
+        # importing any file: the freeze must land on the full pass, which does.)
+        importing = tmp_path / "importing"
+        source = SLOW_IMPORT.replace("{importing!r}", repr(str(importing)))
+        (settings.tasks_dir / "20250101000000_slow_import.py").write_text(source)
         # The task file's 1 s import is the hook's own start-up, not a fault.
         bound = within_bound() + 1.0
         hook = subprocess.Popen(
@@ -193,9 +199,10 @@ def test_hook_whose_redis_freezes_after_it_took_the_lock_exits_4_within_its_boun
         client = redis.Redis.from_url(server.url)
         lock = f"{settings.key_prefix}:hook"
         deadline = started + 30
-        while not client.exists(lock) and time.monotonic() < deadline:
+        while not (importing.exists() and client.exists(lock)) and time.monotonic() < deadline:
             time.sleep(0.02)
         client.close()
+        assert importing.exists(), "the hook never imported the task file"
         assert server.process is not None
         server.process.send_signal(signal.SIGSTOP)
         try:

@@ -15,6 +15,7 @@ from data_tasks.settings import Settings
 from deploy_hooks.exit_codes import INVALID_TASKS, OK
 from tests.conftest import copy_tasks
 from tests.faults.harness import record, wait_status
+from tests.faults.ledger import FaultCase
 from tests.items import applied_counts, create_items
 from tests.processes import WorkerProcess, run_hook
 
@@ -31,8 +32,13 @@ def add_stray_files(tasks_dir: Path) -> None:
 
 
 def test_a_worker_runs_a_valid_task_next_to_stray_and_broken_files(
-    pg_settings: Settings, postgres_engine: Engine, workers: list[WorkerProcess], tmp_path: Path
+    pg_settings: Settings,
+    postgres_engine: Engine,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+    faults: FaultCase,
 ) -> None:
+    faults.describe("A helper module and a task file that does not import, next to a queued task")
     settings = pg_settings.with_(chunk_seconds=0.2)
     copy_tasks(settings.tasks_dir, "20250101000000_count_items.py")
     create_items(postgres_engine, ROWS)
