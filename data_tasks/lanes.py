@@ -305,24 +305,24 @@ def advance_over(keys: Select[Any], from_start: bool) -> Update:
 
 def _leave_statement(to: LaneStatus) -> Update:
     table = cast(Table, TaskLane.__table__)
-    return (
+    statement = (
         update(table)
         .where(_lane_is(table, LaneStatus.RUNNING))
         .where(run_is_live())
         .values(status=to.value)
     )
+    if to == LaneStatus.SUCCEEDED:
+        # A lane finishes only at the cursor its chunk reached (:l_old): a database that lost
+        # the last batches' commits (a failover to a replica behind the primary) still has
+        # them to do.
+        statement = statement.where(table.c.cursor.is_not_distinct_from(bindparam("l_old")))
+    return statement
 
 
 # A running lane hands over to a successor job, finishes, or fails: always fenced.
 LEAVE: dict[LaneStatus, Update] = {
     status: _leave_statement(status) for status in LaneStatus if status != LaneStatus.RUNNING
 }
-
-# A lane finishes only at the cursor its chunk reached: a database that lost the last batches'
-# commits (a failover to a replica behind the primary) still has them to do.
-FINISH = LEAVE[LaneStatus.SUCCEEDED].where(
-    cast(Table, TaskLane.__table__).c.cursor.is_not_distinct_from(bindparam("l_old"))
-)
 
 
 def lanes_of(engine: Engine, versions: Iterable[str]) -> dict[str, list[TaskLane]]:

@@ -11,12 +11,12 @@ import traceback
 from dataclasses import replace
 from typing import Any, cast
 
-from sqlalchemy import Table, Update, func, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.orm import Session
 
 from data_tasks.chunk import Chunk, Fenced
 from data_tasks.data_task import DataTask
-from data_tasks.lanes import FINISH, LEAVE, LaneStatus, TaskLane, totals
+from data_tasks.lanes import LEAVE, LaneStatus, TaskLane, totals
 from data_tasks.log import first_line, log_event
 from data_tasks.publisher import ChunkMessage
 from data_tasks.records import TaskRecord, encode_cursor, move, utcnow
@@ -42,11 +42,7 @@ def publish_lanes(
 
 def _leave(session: Session, chunk: Chunk, to: LaneStatus, **values: Any) -> None:
     """Move the chunk's lane out of running, or raise Fenced."""
-    _fenced(session, chunk, LEAVE[to], **values)
-
-
-def _fenced(session: Session, chunk: Chunk, statement: Update, **values: Any) -> None:
-    statement = statement.values(**values) if values else statement
+    statement = LEAVE[to].values(**values) if values else LEAVE[to]
     parameters = {**chunk.parameters(), "l_old": encode_cursor(chunk.cursor)}
     if session.connection().execute(statement, parameters).rowcount != 1:
         raise Fenced()
@@ -56,7 +52,7 @@ def _leave_done(session: Session, chunk: Chunk) -> None:
     """Mark the lane succeeded at its cursor; its total, estimated at the run's start, is now
     what it did."""
     lanes = cast(Table, TaskLane.__table__)
-    _fenced(session, chunk, FINISH, finished_at=utcnow(), total=lanes.c.processed)
+    _leave(session, chunk, LaneStatus.SUCCEEDED, finished_at=utcnow(), total=lanes.c.processed)
 
 
 def continue_later(runtime: Runtime, chunk: Chunk, reason: str) -> dict[str, Any]:

@@ -93,6 +93,7 @@ class BatchPipeline:
         connection = self._connection
         sql, parameters = self._statement(chunk, cursor) if plan else ("", {})
         committing = planned = None
+        committed = False
         with self._errors(sql or "COMMIT", parameters):
             try:
                 with connection.pipeline():
@@ -103,9 +104,10 @@ class BatchPipeline:
                         planned = connection.execute(sql.encode(), parameters)
             finally:
                 # Counted as soon as the COMMIT went through, whatever came after it.
-                if done is not None and _committed(committing):
+                committed = _committed(committing)
+                if done is not None and committed:
                     chunk.count(done.size, done.next_cursor)
-        if done is not None and not _committed(committing):
+        if done is not None and not committed:
             # PostgreSQL answered the COMMIT of an aborted transaction with a ROLLBACK.
             raise BatchAborted(ABORTED)
         return batch_of(planned.fetchone()) if planned is not None else None
@@ -139,12 +141,9 @@ class BatchPipeline:
 
 
 def _committed(result: psycopg.Cursor[Any] | None) -> bool:
+    """True when PostgreSQL answered the COMMIT with a COMMIT (not an error, nor a ROLLBACK)."""
     from psycopg.pq import ExecStatus
 
-    outcome = None if result is None else result.pgresult
-    return (
-        outcome is not None
-        and outcome.status == ExecStatus.COMMAND_OK
-        and result is not None
-        and result.statusmessage == "COMMIT"
-    )
+    if result is None or result.pgresult is None:
+        return False
+    return result.pgresult.status == ExecStatus.COMMAND_OK and result.statusmessage == "COMMIT"
