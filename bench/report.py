@@ -84,6 +84,7 @@ def plot(path: Path, figures: Sequence[Figure]) -> None:
 SHORT = {
     "keyset_fixed_vs_loop": "keyset backfill, 1,000 per batch\nvs hand-written loop",
     "keyset_fixed_vs_loop_remote": "the same, the database\n0.5 ms away",
+    "keyset_fixed_flushed_vs_loop": "the same, each COMMIT\nwaiting for the disk",
     "keyset_default_vs_loop": "keyset backfill, default size\nvs hand-written loop",
     "keyset_default_vs_update": "keyset backfill, default size\nvs one UPDATE of the table",
     "keyset_default_vs_procedure": "keyset backfill, default size\nvs PL/pgSQL procedure",

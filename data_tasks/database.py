@@ -69,6 +69,16 @@ class Timeouts:
 COMMAND_TIMEOUTS = Timeouts(lock_seconds=4.0, statement_seconds=6.0)
 
 
+def batch_opening(dialect_name: str, synchronous_commit: str) -> str | None:
+    """The statement a batch's transaction starts with: PostgreSQL's synchronous_commit for
+    this transaction only (Settings.batch_synchronous_commit); None where there is nothing to set.
+    """
+    if dialect_name != "postgresql" or not synchronous_commit:
+        return None
+    # One of PostgreSQL's own words: Settings refuses any other value.
+    return f"SET LOCAL synchronous_commit TO {synchronous_commit}"
+
+
 def is_mysql(url: str) -> bool:
     """True for a MySQL or MariaDB URL (SQLAlchemy's dialects `mysql` and `mariadb`)."""
     return url.startswith(("mysql", "mariadb"))

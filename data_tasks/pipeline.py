@@ -50,9 +50,11 @@ def pipelines(session: Session, folded: FoldedPlan, chunk: Chunk) -> bool:
 class BatchPipeline:
     """A chunk's folded batches on one psycopg connection; see the module's docstring."""
 
-    def __init__(self, session: Session, folded: FoldedPlan) -> None:
+    def __init__(self, session: Session, folded: FoldedPlan, opening: str | None) -> None:
         self.session = session
         self.folded = folded
+        # Sent after each BEGIN, in the same network write (see database.batch_opening).
+        self._opening = opening.encode() if opening else None
         # The statements as psycopg runs them, with the values SQLAlchemy fixes in them.
         self._compiled: dict[int, tuple[str, dict[str, Any]]] = {}
         self._raw: psycopg.Connection[Any] | None = None
@@ -101,6 +103,8 @@ class BatchPipeline:
                         committing = connection.execute(b"COMMIT")
                     if plan:
                         connection.execute(b"BEGIN")
+                        if self._opening:
+                            connection.execute(self._opening)
                         planned = connection.execute(sql.encode(), parameters)
             finally:
                 # Counted as soon as the COMMIT went through, whatever came after it.

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from redis.exceptions import RedisError
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
 from data_tasks.authors_turn import take_turn
 from data_tasks.chunk import Chunk, Fenced
 from data_tasks.coordination import Lease
 from data_tasks.data_task import FINISHED, Batch, DataTask
+from data_tasks.database import batch_opening
 from data_tasks.errors import InvalidTaskFile, UnknownVersion
 from data_tasks.folded_plan import FoldedPlan
 from data_tasks.lanes import ADVANCE, ADVANCE_FROM_START, START, TaskLane, add_lanes
@@ -223,9 +224,12 @@ def _run_batches(runtime: Runtime, task: DataTask, chunk: Chunk, lease: Lease) -
 
     with runtime.held_session() as session:
         folded = FoldedPlan(task, runtime.engine.dialect.update_returning)
+        opening = batch_opening(
+            cast(Connection, session.bind).dialect.name, runtime.settings.batch_synchronous_commit
+        )
         if runtime.batch_host is None and not task.throttles and pipelines(session, folded, chunk):
             reason = _run_pipelined(
-                BatchPipeline(session, folded), task, chunk, stop_reason, report
+                BatchPipeline(session, folded, opening), task, chunk, stop_reason, report
             )
             return (
                 _stop(runtime, chunk, lease, reason)
@@ -246,7 +250,7 @@ def _run_batches(runtime: Runtime, task: DataTask, chunk: Chunk, lease: Lease) -
                     if lease.wait(min(backoff, left)) or out_of_time():
                         return continue_later(runtime, chunk, "throttled")
                     continue
-            if _run_one_batch(runtime, session, task, chunk, folded):
+            if _run_one_batch(runtime, session, task, chunk, folded, opening):
                 return finish_lane(runtime, task, chunk)
             report()
 
@@ -292,12 +296,19 @@ def _stop(runtime: Runtime, chunk: Chunk, lease: Lease, reason: str) -> dict[str
 
 
 def _run_one_batch(
-    runtime: Runtime, session: Session, task: DataTask, chunk: Chunk, folded: FoldedPlan
+    runtime: Runtime,
+    session: Session,
+    task: DataTask,
+    chunk: Chunk,
+    folded: FoldedPlan,
+    opening: str | None,
 ) -> bool:
     """Plan, fence, apply and commit one batch; True when the lane has nothing left to do."""
     began = time.monotonic()
     try:
         with runtime.batch_transaction(), session.begin():
+            if opening:
+                session.connection().exec_driver_sql(opening)
             statement = folded.statement(chunk.cursor, chunk.upper)
             if statement is not None:
                 # Planned and fenced at once: the cursor has moved over the batch already.

@@ -15,6 +15,8 @@ from data_tasks.errors import MissingDatabase
 
 # The broker and the locks.
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# PostgreSQL's values of synchronous_commit; "" keeps the server's own.
+SYNCHRONOUS_COMMIT = ("off", "local", "remote_write", "on", "remote_apply", "")
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,21 @@ class Settings:
     # The Celery app the deploy hook and the commands publish through ("proj.celery:app", or
     # "proj" as `celery -A` takes it); empty: the standalone app of `worker/` on REDIS_URL.
     celery_app: str = ""
+    # PostgreSQL's synchronous_commit for batch transactions only (records' own changes keep
+    # the server's). "off": a batch's COMMIT does not wait for its WAL to reach the disk; a
+    # crash of the database server can undo the last fraction of a second of batches, and
+    # with them their cursor moves, so they run again: still applied exactly once. "" keeps
+    # the server's setting for batches too.
+    batch_synchronous_commit: str = "off"
+
+    def __post_init__(self) -> None:
+        if self.batch_synchronous_commit not in SYNCHRONOUS_COMMIT:
+            choices = ", ".join(value for value in SYNCHRONOUS_COMMIT if value)
+            raise ValueError(
+                "batch_synchronous_commit (DATA_TASKS_BATCH_SYNCHRONOUS_COMMIT) is "
+                f"{self.batch_synchronous_commit!r}: use one of {choices}, or '' for the "
+                "server's own"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -1,0 +1,100 @@
+"""PostgreSQL itself crashes mid-backfill: its last batches may be undone, and are run again.
+
+A server process killed with SIGKILL makes the postmaster end every session and recover from
+the write-ahead log on disk, as after a power cut (unlike pg_terminate_backend, which the
+outage test uses). Batches commit without waiting for the disk (batch_synchronous_commit
+"off"), so the newest commits may be lost even after other sessions saw them: each with its
+cursor move, so the runner must apply them again, once. This crashes the whole server, so
+nothing else may use it meanwhile (the test suite runs one test at a time).
+"""
+
+from __future__ import annotations
+
+import random
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
+
+from data_tasks.settings import Settings
+from tests.faults.harness import (
+    ROWS,
+    SLOW,
+    backfill,
+    exactly_once,
+    fault_settings,
+    hook_ok,
+    record,
+    sweep_until,
+)
+from tests.faults.ledger import FaultCase
+from tests.processes import WorkerProcess, wait_for
+
+pytestmark = pytest.mark.e2e
+
+CRASHES = 3
+
+
+def crash(engine: Engine) -> None:
+    """SIGKILL a server process (this session's own, from a program the server runs)."""
+    try:
+        with engine.connect() as connection:
+            # The program's parent is the session's server process.
+            connection.execute(text("COPY (SELECT 1) TO PROGRAM 'kill -9 $PPID'"))
+    except DBAPIError:
+        pass  # the connection went down with the process, as it should
+    else:
+        raise AssertionError("the server process outlived its SIGKILL")
+
+
+def recovered(engine: Engine) -> bool:
+    """True once the server accepts sessions again after its crash recovery."""
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT NOT pg_is_in_recovery()")).scalar_one() is True
+    except DBAPIError:
+        return False
+
+
+def past(beyond: int, found: dict[str, Any]) -> bool:
+    """True once a record has processed more than `beyond` rows."""
+    return int(found["processed"]) > beyond
+
+
+def test_a_crash_of_the_database_server_loses_and_repeats_nothing(
+    pg_settings: Settings,
+    postgres_engine: Engine,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+    faults: FaultCase,
+) -> None:
+    faults.describe(
+        "PostgreSQL crashes mid-batch (SIGKILL of a server process: every session ends, the "
+        "server recovers from its log; the newest batch commits may be undone)"
+    )
+    settings = fault_settings(pg_settings)
+    backfill(settings, postgres_engine)
+    hook_ok(settings)
+    worker = WorkerProcess(settings, tmp_path)
+    workers.append(worker)
+    worker.wait_ready()
+    rng = random.Random()
+    undone = []
+    for _ in range(CRASHES):
+        # A chunk whose failure could not be recorded (the server was still recovering) is
+        # left running until its lease lapses: the sweep (here, sped up) takes it again.
+        beyond = record(postgres_engine, SLOW)["processed"] + rng.randrange(3_000, 12_000)
+        sweep_until(settings, postgres_engine, SLOW, partial(past, beyond))
+        seen = record(postgres_engine, SLOW)["processed"]
+        assert faults.inject("PostgreSQL crash", SLOW)
+        crash(postgres_engine)
+        wait_for(lambda: recovered(postgres_engine), timeout=60, interval=0.2)
+        # Rows whose batch another session had seen committed, then undone by the crash.
+        undone.append(seen - record(postgres_engine, SLOW)["processed"])
+    print(f"processed rows undone by each crash: {undone}")
+    sweep_until(settings, postgres_engine, SLOW)
+    assert record(postgres_engine, SLOW)["processed"] == ROWS
+    exactly_once(postgres_engine)
