@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any, cast
 
 from sqlalchemy import Table, func, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from data_tasks.chunk import Chunk, Fenced
@@ -77,10 +78,31 @@ def continue_later(runtime: Runtime, chunk: Chunk, reason: str) -> dict[str, Any
     return chunk.summary("continued", reason=reason)
 
 
+# Pauses between tries at recording a failure while the database is unreachable: a server
+# restarting or recovering from a crash (which also caused the failure) is back within these
+# 15 s in most cases; a lane whose failure is never recorded waits for the sweep, running.
+RECORD_RETRY_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
 def record_failure(
     runtime: Runtime, task: DataTask, chunk: Chunk, error: BaseException
 ) -> dict[str, Any]:
-    """Count a failed attempt of the lane; retry it with backoff, or fail the task when out."""
+    """Count a failed attempt of the lane; retry it with backoff, or fail the task when out.
+
+    Tried again while the database cannot be reached, RECORD_RETRY_SECONDS apart.
+    """
+    for pause in RECORD_RETRY_SECONDS:
+        try:
+            return _record_failure(runtime, task, chunk, error)
+        except (OperationalError, InterfaceError) as unreachable:
+            log_event("record_failed", **chunk.ids, error=first_line(unreachable), retry_in=pause)
+            time.sleep(pause)
+    return _record_failure(runtime, task, chunk, error)
+
+
+def _record_failure(
+    runtime: Runtime, task: DataTask, chunk: Chunk, error: BaseException
+) -> dict[str, Any]:
     text = str(error).strip()
     summary = f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
     trace = "".join(traceback.format_exception(error))
