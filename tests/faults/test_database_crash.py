@@ -35,6 +35,10 @@ from tests.processes import WorkerProcess, wait_for
 pytestmark = pytest.mark.e2e
 
 CRASHES = 3
+CASE = (
+    "PostgreSQL crashes mid-batch (SIGKILL of a server process: every session ends, the "
+    "server recovers from its log; the newest batch commits may be undone)"
+)
 
 
 def crash(engine: Engine) -> None:
@@ -65,10 +69,7 @@ def test_a_crash_of_the_database_server_loses_and_repeats_nothing(
     tmp_path: Path,
     faults: FaultCase,
 ) -> None:
-    faults.describe(
-        "PostgreSQL crashes mid-batch (SIGKILL of a server process: every session ends, the "
-        "server recovers from its log; the newest batch commits may be undone)"
-    )
+    faults.describe(CASE)
     settings = fault_settings(pg_settings)
     backfill(settings, postgres_engine)
     hook_ok(settings)
@@ -90,7 +91,10 @@ def test_a_crash_of_the_database_server_loses_and_repeats_nothing(
         wait_for(lambda: recovered(postgres_engine), timeout=60, interval=0.2)
         # Rows whose batch another session had seen committed, then undone by the crash.
         undone.append(seen - record(postgres_engine, SLOW)["processed"])
-    print(f"processed rows undone by each crash: {undone}")
+    faults.describe(
+        f"{CASE}: {sum(undone):,} rows whose batches other sessions had seen committed were "
+        "undone by the crashes"
+    )
     wait_status(postgres_engine, SLOW, "succeeded")
     assert record(postgres_engine, SLOW)["processed"] == ROWS
     exactly_once(postgres_engine)
