@@ -23,7 +23,7 @@ from data_tasks.records import TaskRecord
 from data_tasks.settings import Settings
 from tests.conftest import copy_tasks
 from tests.items import applied_counts, create_items
-from tests.processes import run_hook, wait_for
+from tests.processes import WorkerProcess, run_hook, wait_for
 
 # At least this many rows, so that a row applied twice or never shows up as a count of 2 or 0.
 ROWS = 100_000
@@ -46,6 +46,18 @@ def backfill(settings: Settings, engine: Engine, rows: int = ROWS) -> None:
     """The workload: `rows` items at 0 and the slow counting backfill in the task folder."""
     create_items(engine, rows)
     copy_tasks(settings.tasks_dir, SLOW_FILE)
+
+
+def backfill_running(
+    settings: Settings, engine: Engine, workers: list[WorkerProcess], directory: Path
+) -> WorkerProcess:
+    """The workload, enqueued by the deploy hook, and a worker started and ready to run it."""
+    backfill(settings, engine)
+    hook_ok(settings)
+    worker = WorkerProcess(settings, directory)
+    workers.append(worker)
+    worker.wait_ready()
+    return worker
 
 
 def _record_query(version: str) -> Select[Any]:

@@ -21,10 +21,9 @@ from data_tasks.settings import Settings
 from tests.faults.harness import (
     ROWS,
     SLOW,
-    backfill,
+    backfill_running,
     exactly_once,
     fault_settings,
-    hook_ok,
     record,
     wait_progress,
     wait_status,
@@ -71,11 +70,7 @@ def test_a_crash_of_the_database_server_loses_and_repeats_nothing(
 ) -> None:
     faults.describe(CASE)
     settings = fault_settings(pg_settings)
-    backfill(settings, postgres_engine)
-    hook_ok(settings)
-    worker = WorkerProcess(settings, tmp_path)
-    workers.append(worker)
-    worker.wait_ready()
+    backfill_running(settings, postgres_engine, workers, tmp_path)
     rng = random.Random()
     undone = []
     for _ in range(CRASHES):

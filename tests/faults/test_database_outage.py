@@ -12,10 +12,9 @@ from data_tasks.settings import Settings
 from tests.faults.harness import (
     ROWS,
     SLOW,
-    backfill,
+    backfill_running,
     exactly_once,
     fault_settings,
-    hook_ok,
     log_lines,
     record,
     sweep_until,
@@ -41,11 +40,7 @@ def test_connections_terminated_mid_batch_lose_and_repeat_nothing(
         "The worker's PostgreSQL connections terminated mid-batch (`pg_terminate_backend`)"
     )
     settings = fault_settings(pg_settings)
-    backfill(settings, postgres_engine)
-    hook_ok(settings)
-    worker = WorkerProcess(settings, tmp_path)
-    workers.append(worker)
-    worker.wait_ready()
+    worker = backfill_running(settings, postgres_engine, workers, tmp_path)
     rng = random.Random()
     for _ in range(TERMINATIONS):
         wait_progress(
