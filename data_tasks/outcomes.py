@@ -78,9 +78,10 @@ def continue_later(runtime: Runtime, chunk: Chunk, reason: str) -> dict[str, Any
     return chunk.summary("continued", reason=reason)
 
 
-# Pauses between tries at recording a failure while the database is unreachable: a server
-# restarting or recovering from a crash (which also caused the failure) is back within these
-# 15 s in most cases; a lane whose failure is never recorded waits for the sweep, running.
+# Pauses between tries at recording a failure that the driver's operational or interface
+# errors stop: most often the database restarting or recovering from a crash (which also
+# caused the failure), back within these 15 s in most cases, or a lock held for a moment. A
+# lane whose failure is never recorded waits for the sweep, running.
 RECORD_RETRY_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
@@ -89,7 +90,8 @@ def record_failure(
 ) -> dict[str, Any]:
     """Count a failed attempt of the lane; retry it with backoff, or fail the task when out.
 
-    Tried again while the database cannot be reached, RECORD_RETRY_SECONDS apart.
+    Tried again, RECORD_RETRY_SECONDS apart, while recording it fails with an
+    OperationalError or InterfaceError (the database unreachable, restarting, or busy).
     """
     for pause in RECORD_RETRY_SECONDS:
         try:
