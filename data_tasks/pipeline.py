@@ -1,18 +1,21 @@
-"""Keyset batches on PostgreSQL whose COMMIT travels with the next batch's plan.
+"""Batches on PostgreSQL whose COMMIT travels with the next batch's BEGIN (and plan).
 
-A folded batch (folded_plan.py) opens with one statement that plans it and moves its lane's
-cursor. In psycopg's pipeline mode that statement and its BEGIN go out in the same network
-write as the previous batch's COMMIT, so a batch waits on the database twice (for that write
-and for the task's own statement) where a hand-written loop waits three times (BEGIN, UPDATE,
-COMMIT). The further the database, the more a round trip costs, and the more that saves.
+In psycopg's pipeline mode a batch's COMMIT, the next batch's BEGIN (with its opening, see
+database.batch_opening) and, for a folded batch (folded_plan.py), the statement that plans the
+next batch and moves its lane's cursor all go out in one network write. A folded keyset batch
+then waits on the database twice (for that write and for the task's own statement) where a
+hand-written loop waits three times (BEGIN, UPDATE, COMMIT). Any other batch (row iteration,
+other key types, custom batches) still plans and fences with statements of its own, but its
+BEGIN and opening cost no round trip: it waits as often as a hand-written loop that reads a
+page, writes it back and commits, plus its fence. The further the database, the more that saves.
 
 The runner sends BEGIN and COMMIT itself, on a connection in driver autocommit: psycopg would
 otherwise send its own BEGIN and wait for it. SQLAlchemy's transaction around the chunk is
 only a frame: its ROLLBACK at the end sends nothing once the server has no transaction open,
 and rolls back a batch left open by an error.
 
-A next batch is planned only when the runner is going to run it (its checks are made before
-the COMMIT); a planned batch that is not run is rolled back, its cursor move with it.
+A next batch is opened only when the runner is going to run it (its checks are made before
+the COMMIT); a batch opened and planned but not run is rolled back, its cursor move with it.
 """
 
 from __future__ import annotations
@@ -35,24 +38,27 @@ if TYPE_CHECKING:
     import psycopg
 
 
-def pipelines(session: Session, folded: FoldedPlan, chunk: Chunk) -> bool:
-    """True when the chunk's batches can run pipelined: psycopg 3, PostgreSQL, a folded plan."""
+def pipelines(session: Session) -> bool:
+    """True when a chunk's batches can run pipelined: psycopg 3 on PostgreSQL."""
     dialect = cast(Connection, session.bind).dialect
     if dialect.name != "postgresql" or dialect.driver != "psycopg":
         return False
     import psycopg
 
-    return (
-        psycopg.Pipeline.is_supported() and folded.statement(chunk.cursor, chunk.upper) is not None
-    )
+    return psycopg.Pipeline.is_supported()
 
 
 class BatchPipeline:
-    """A chunk's folded batches on one psycopg connection; see the module's docstring."""
+    """A chunk's batches on one psycopg connection; see the module's docstring."""
 
-    def __init__(self, session: Session, folded: FoldedPlan, opening: str | None) -> None:
+    def __init__(
+        self, session: Session, folded: FoldedPlan, opening: str | None, chunk: Chunk
+    ) -> None:
         self.session = session
         self.folded = folded
+        # True when each batch is planned by the folded statement sent with its BEGIN; False
+        # when the runner plans it after the BEGIN (the same for all of a chunk's cursors).
+        self.plans = folded.statement(chunk.cursor, chunk.upper) is not None
         # Sent after each BEGIN, in the same network write (see database.batch_opening).
         self._opening = opening.encode() if opening else None
         # The statements as psycopg runs them, with the values SQLAlchemy fixes in them.
@@ -73,16 +79,19 @@ class BatchPipeline:
             self.session.rollback()
 
     def first(self, chunk: Chunk) -> Batch | None:
-        """Open and plan the chunk's first batch (None: no key is left), in one round trip."""
-        return self._send(chunk, chunk.cursor, None, plan=True)
+        """Open the chunk's first batch, and plan it where `plans`, in one round trip.
 
-    def commit(self, chunk: Chunk, batch: Batch, plan_next: bool) -> Batch | None:
-        """Commit the open batch and count it; with plan_next, open and plan the next one in
-        the same round trip. Returns the next batch; None when none was planned or is left."""
-        return self._send(chunk, batch.next_cursor, batch, plan=plan_next)
+        Returns the planned batch; None when no key is left or the runner is to plan it."""
+        return self._send(chunk, chunk.cursor, None, open_next=True)
+
+    def commit(self, chunk: Chunk, done: Batch, cursor: Any, open_next: bool) -> Batch | None:
+        """Commit the open batch, `done`, and count it with the cursor after it; with open_next,
+        open the next one (and plan it where `plans`) in the same round trip. Returns the next
+        batch where it was planned; None when none was planned or is left."""
+        return self._send(chunk, cursor, done, open_next=open_next)
 
     def end(self) -> None:
-        """Commit the open transaction of a plan that found no key left."""
+        """Commit the open transaction of a plan that found nothing left."""
         with self._errors("COMMIT"):
             self._connection.execute(b"COMMIT")
 
@@ -91,8 +100,9 @@ class BatchPipeline:
         assert self._raw is not None, "use the pipeline inside opened()"
         return self._raw
 
-    def _send(self, chunk: Chunk, cursor: Any, done: Batch | None, plan: bool) -> Batch | None:
+    def _send(self, chunk: Chunk, cursor: Any, done: Batch | None, open_next: bool) -> Batch | None:
         connection = self._connection
+        plan = open_next and self.plans
         sql, parameters = self._statement(chunk, cursor) if plan else ("", {})
         committing = planned = None
         committed = False
@@ -101,16 +111,17 @@ class BatchPipeline:
                 with connection.pipeline():
                     if done is not None:
                         committing = connection.execute(b"COMMIT")
-                    if plan:
+                    if open_next:
                         connection.execute(b"BEGIN")
                         if self._opening:
                             connection.execute(self._opening)
+                    if plan:
                         planned = connection.execute(sql.encode(), parameters)
             finally:
                 # Counted as soon as the COMMIT went through, whatever came after it.
                 committed = _committed(committing)
                 if done is not None and committed:
-                    chunk.count(done.size, done.next_cursor)
+                    chunk.count(done.size, cursor)
         if done is not None and not committed:
             # PostgreSQL answered the COMMIT of an aborted transaction with a ROLLBACK.
             raise BatchAborted(ABORTED)

@@ -227,9 +227,9 @@ def _run_batches(runtime: Runtime, task: DataTask, chunk: Chunk, lease: Lease) -
         opening = batch_opening(
             cast(Connection, session.bind).dialect.name, runtime.settings.batch_synchronous_commit
         )
-        if runtime.batch_host is None and not task.throttles and pipelines(session, folded, chunk):
+        if runtime.batch_host is None and not task.throttles and pipelines(session):
             reason = _run_pipelined(
-                BatchPipeline(session, folded, opening), task, chunk, stop_reason, report
+                BatchPipeline(session, folded, opening, chunk), task, chunk, stop_reason, report
             )
             return (
                 _stop(runtime, chunk, lease, reason)
@@ -262,26 +262,34 @@ def _run_pipelined(
     stop_reason: Callable[[int], str | None],
     report: Callable[[], None],
 ) -> str | None:
-    """Run folded batches, each COMMIT sent with the next plan; why it stopped, None when done."""
+    """Run batches, each COMMIT sent with the next BEGIN (and plan); why it stopped, None when
+    done."""
     reason = stop_reason(chunk.batches)
     if reason is not None:
         return reason
+    session = pipeline.session
     with pipeline.opened():
-        batch = pipeline.first(chunk)
-        while batch is not None:
+        planned = pipeline.first(chunk)
+        while True:
             began = time.monotonic()
-            take_turn(pipeline.session, task, batch)
-            pipeline.session.flush()
+            batch = (
+                planned
+                if pipeline.plans
+                else task.plan(session, chunk.cursor, chunk.batch_size, chunk.upper)
+            )
+            if batch is None:
+                pipeline.end()
+                return None
+            next_cursor = _apply(session, task, chunk, batch, fenced=pipeline.plans)
+            session.flush()
             adapt_batch_size(task, chunk, batch, time.monotonic() - began)
-            # Asked before this batch's COMMIT, which carries the next batch's plan only if
-            # there is to be a next batch.
+            # Asked before this batch's COMMIT, which opens the next batch only if there is
+            # to be a next batch.
             reason = stop_reason(chunk.batches + 1)
-            batch = pipeline.commit(chunk, batch, plan_next=reason is None)
+            planned = pipeline.commit(chunk, batch, next_cursor, open_next=reason is None)
             report()
             if reason is not None:
                 return reason
-        pipeline.end()
-    return None
 
 
 def _stop(runtime: Runtime, chunk: Chunk, lease: Lease, reason: str) -> dict[str, Any]:
@@ -310,24 +318,29 @@ def _run_one_batch(
             if opening:
                 session.connection().exec_driver_sql(opening)
             statement = folded.statement(chunk.cursor, chunk.upper)
-            if statement is not None:
-                # Planned and fenced at once: the cursor has moved over the batch already.
-                batch = folded.plan_and_advance(session, chunk, statement)
-                if batch is None:
-                    return True
-                take_turn(session, task, batch)
-                next_cursor = batch.next_cursor
-            else:
-                batch = task.plan(session, chunk.cursor, chunk.batch_size, chunk.upper)
-                if batch is None:
-                    return True
-                next_cursor = _fence_and_apply(session, task, chunk, batch)
+            batch = (
+                folded.plan_and_advance(session, chunk, statement)
+                if statement is not None
+                else task.plan(session, chunk.cursor, chunk.batch_size, chunk.upper)
+            )
+            if batch is None:
+                return True
+            next_cursor = _apply(session, task, chunk, batch, fenced=statement is not None)
     except BaseException:
         session.rollback()
         raise
     chunk.count(batch.size, next_cursor)
     adapt_batch_size(task, chunk, batch, time.monotonic() - began)
     return False
+
+
+def _apply(session: Session, task: DataTask, chunk: Chunk, batch: Batch, fenced: bool) -> Any:
+    """Apply a planned batch; returns the cursor after it. A folded plan (`fenced`) has moved
+    the cursor over the batch already."""
+    if fenced:
+        take_turn(session, task, batch)
+        return batch.next_cursor
+    return _fence_and_apply(session, task, chunk, batch)
 
 
 def _fence_and_apply(session: Session, task: DataTask, chunk: Chunk, batch: Batch) -> Any:
