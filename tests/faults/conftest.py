@@ -46,3 +46,16 @@ def faults(request: pytest.FixtureRequest, postgres_engine: Engine) -> Iterator[
 def workers(faults: FaultCase, workers: list[WorkerProcess]) -> list[WorkerProcess]:
     """The test's worker processes; set up after `faults`, so they are killed before it counts."""
     return workers
+
+
+# The fault workload's shapes (the fixture task's FAULTY_SHAPE): a keyset backfill, whose
+# plan is folded into its fence, and a row iteration, which reads each page, fences it and
+# writes it back; on PostgreSQL each sends its next BEGIN with its COMMIT.
+SHAPES = {"keyset": "keyset backfill", "rows": "row iteration"}
+
+
+@pytest.fixture(params=list(SHAPES))
+def shape(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the case once per shape of the workload; the value names the shape for its row."""
+    monkeypatch.setenv("FAULTY_SHAPE", request.param)
+    return SHAPES[str(request.param)]

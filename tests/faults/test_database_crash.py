@@ -35,8 +35,8 @@ pytestmark = pytest.mark.e2e
 
 CRASHES = 3
 CASE = (
-    "PostgreSQL crashes mid-batch (SIGKILL of a server process: every session ends, the "
-    "server recovers from its log; the newest batch commits may be undone)"
+    "PostgreSQL crashes mid-batch of a {shape} (SIGKILL of a server process: every session "
+    "ends, the server recovers from its log; the newest batch commits may be undone)"
 )
 
 
@@ -67,8 +67,10 @@ def test_a_crash_of_the_database_server_loses_and_repeats_nothing(
     workers: list[WorkerProcess],
     tmp_path: Path,
     faults: FaultCase,
+    shape: str,
 ) -> None:
-    faults.describe(CASE)
+    case = CASE.format(shape=shape)
+    faults.describe(case)
     settings = fault_settings(pg_settings)
     backfill_running(settings, postgres_engine, workers, tmp_path)
     rng = random.Random()
@@ -87,7 +89,7 @@ def test_a_crash_of_the_database_server_loses_and_repeats_nothing(
         # Rows whose batch another session had seen committed, then undone by the crash.
         undone.append(seen - record(postgres_engine, SLOW)["processed"])
     faults.describe(
-        f"{CASE}: {sum(undone):,} rows whose batches other sessions had seen committed were "
+        f"{case}: {sum(undone):,} rows whose batches other sessions had seen committed were "
         "undone by the crashes"
     )
     wait_status(postgres_engine, SLOW, "succeeded")

@@ -35,9 +35,11 @@ def test_connections_terminated_mid_batch_lose_and_repeat_nothing(
     workers: list[WorkerProcess],
     tmp_path: Path,
     faults: FaultCase,
+    shape: str,
 ) -> None:
     faults.describe(
-        "The worker's PostgreSQL connections terminated mid-batch (`pg_terminate_backend`)"
+        f"The worker's PostgreSQL connections terminated mid-batch of a {shape} "
+        "(`pg_terminate_backend`)"
     )
     settings = fault_settings(pg_settings)
     worker = backfill_running(settings, postgres_engine, workers, tmp_path)

@@ -38,10 +38,11 @@ def test_sigkill_at_random_points_then_every_row_is_counted_once(
     workers: list[WorkerProcess],
     tmp_path: Path,
     faults: FaultCase,
+    shape: str,
 ) -> None:
     faults.describe(
-        "SIGKILL of the worker (all its processes) at a random point; the next run is "
-        "reclaimed by the deploy hook and by the celery beat sweep, in turns"
+        f"SIGKILL of the worker (all its processes) at a random point of a {shape}; the next "
+        "run is reclaimed by the deploy hook and by the celery beat sweep, in turns"
     )
     settings = fault_settings(pg_settings)
     backfill(settings, postgres_engine)
