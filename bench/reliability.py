@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,8 @@ class Case:
     name: str
     test_file: str
     function: str
+    # The parametrization ids of its tests ("rows" of "test_x[rows]"), if any.
+    params: set[str] = field(default_factory=set)
     tests: int = 0
     passed: int = 0
     in_flight: int = 0
@@ -87,17 +89,22 @@ def cases(lines: Sequence[dict[str, Any]]) -> list[Case]:
     """The lines grouped by case, in the order the run met them."""
     found: dict[str, Case] = {}
     for line in lines:
-        test_file, _, function = str(line["test"]).partition("::")
-        function = function.split("[")[0]
+        test_file, _, test = str(line["test"]).partition("::")
+        function, _, param = test.partition("[")
         case = found.setdefault(line["case"], Case(line["case"], test_file, function))
+        if param:
+            case.params.add(param.rstrip("]"))
         case.add(line)
     return list(found.values())
 
 
 def reproduce(case: Case, every: Sequence[Case]) -> str:
-    """The command that runs the case alone: its file, with `-k` when the file has others."""
-    alone = all(other.test_file != case.test_file or other is case for other in every)
-    select = "" if alone else f" -k {case.function}"
+    """The command that runs the case alone: its file, with `-k` when the file has others, or
+    the one parametrized test when its function's other parameters are other cases."""
+    others = [other for other in every if other.test_file == case.test_file and other is not case]
+    if len(case.params) == 1 and any(other.function == case.function for other in others):
+        return f"`pytest '{case.test_file}::{case.function}[{next(iter(case.params))}]'`"
+    select = f" -k {case.function}" if others else ""
     return f"`pytest {case.test_file}{select}`"
 
 

@@ -28,6 +28,7 @@ from tests import test_scheduler as scheduler
 from tests.conftest import copy_tasks
 from tests.faults import test_hard_kill as hard_kill
 from tests.faults import test_paused_runner as paused_runner
+from tests.faults.harness import SHAPES
 from tests.faults.ledger import FaultCase
 from tests.items import applied_counts, create_items
 from tests.processes import WorkerProcess, run_hook, wait_for
@@ -244,6 +245,7 @@ def test_a_worker_killed_mid_backfill_is_reclaimed_and_every_row_counted_once(
         workers,
         tmp_path,
         FaultCase(mariadb_engine, "mariadb"),  # the ledger counts the PostgreSQL runs only
+        SHAPES["keyset"],
     )
 
 

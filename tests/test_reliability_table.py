@@ -60,6 +60,18 @@ def test_a_ledger_renders_one_row_per_case_with_a_total() -> None:
     assert render(LEDGER, seconds=125) == TABLE
 
 
+def test_a_test_whose_parameters_are_cases_of_their_own_is_reproduced_one_parameter_each() -> None:
+    shapes = [
+        line("tests/faults/test_kill.py::test_kill[keyset]", "SIGKILL, keyset", in_flight=5),
+        line("tests/faults/test_kill.py::test_kill[rows]", "SIGKILL, rows", in_flight=5),
+    ]
+    rows = [row for row in render(shapes).splitlines() if row.startswith("| SIGKILL")]
+    assert [row.rsplit("| ", 1)[1] for row in rows] == [
+        "`pytest 'tests/faults/test_kill.py::test_kill[keyset]'` |",
+        "`pytest 'tests/faults/test_kill.py::test_kill[rows]'` |",
+    ]
+
+
 def test_the_span_of_the_ledger_is_the_run_time_when_none_is_given() -> None:
     assert "from the run of 2026-11-30: 3 cases, 4 tests, 1 min 30 s on 2 cores" in render(LEDGER)
 

@@ -7,6 +7,7 @@ from collections.abc import Generator, Iterator
 import pytest
 from sqlalchemy import Engine
 
+from tests.faults.harness import SHAPES
 from tests.faults.ledger import FaultCase, ledger_path
 from tests.processes import WorkerProcess
 
@@ -46,12 +47,6 @@ def faults(request: pytest.FixtureRequest, postgres_engine: Engine) -> Iterator[
 def workers(faults: FaultCase, workers: list[WorkerProcess]) -> list[WorkerProcess]:
     """The test's worker processes; set up after `faults`, so they are killed before it counts."""
     return workers
-
-
-# The fault workload's shapes (the fixture task's FAULTY_SHAPE): a keyset backfill, whose
-# plan is folded into its fence, and a row iteration, which reads each page, fences it and
-# writes it back; on PostgreSQL each sends its next BEGIN with its COMMIT.
-SHAPES = {"keyset": "keyset backfill", "rows": "row iteration"}
 
 
 @pytest.fixture(params=list(SHAPES))

@@ -33,6 +33,10 @@ MIDWAY_FILE = "20250901000100_faulty_fails_midway.py"
 MIDWAY = "20250901000100"
 DEPENDENT_FILE = "20250901000200_faulty_dependent.py"
 DEPENDENT = "20250901000200"
+# The workload's shapes (the fixture task's FAULTY_SHAPE), and how a case's row names them: a
+# keyset backfill, whose plan is folded into its fence, and a row iteration, which reads each
+# page, fences it and writes it back; on PostgreSQL each sends its next BEGIN with its COMMIT.
+SHAPES = {"keyset": "keyset backfill", "rows": "row iteration"}
 
 
 def fault_settings(settings: Settings) -> Settings:
