@@ -63,19 +63,20 @@ class BatchPipeline:
         self._opening = opening.encode() if opening else None
         # The statements as psycopg runs them, with the values SQLAlchemy fixes in them.
         self._compiled: dict[int, tuple[str, dict[str, Any]]] = {}
-        self._raw: psycopg.Connection[Any] | None = None
+        self._cursors: _Cursors | None = None
 
     @contextmanager
     def opened(self) -> Iterator[BatchPipeline]:
         """Put the connection in driver autocommit for the chunk; roll back what is left open."""
         connection = cast(Connection, self.session.bind)
         connection.execution_options(isolation_level="AUTOCOMMIT")
-        self._raw = cast(
-            "psycopg.Connection[Any]", self.session.connection().connection.dbapi_connection
-        )
+        raw = cast("psycopg.Connection[Any]", self.session.connection().connection.dbapi_connection)
+        self._cursors = _Cursors(raw)
         try:
             yield self
         finally:
+            self._cursors.close()
+            self._cursors = None
             self.session.rollback()
 
     def first(self, chunk: Chunk) -> Batch | None:
@@ -93,30 +94,30 @@ class BatchPipeline:
     def end(self) -> None:
         """Commit the open transaction of a plan that found nothing left."""
         with self._errors("COMMIT"):
-            self._connection.execute(b"COMMIT")
+            self._opened.commit.execute(b"COMMIT")
 
     @property
-    def _connection(self) -> psycopg.Connection[Any]:
-        assert self._raw is not None, "use the pipeline inside opened()"
-        return self._raw
+    def _opened(self) -> _Cursors:
+        assert self._cursors is not None, "use the pipeline inside opened()"
+        return self._cursors
 
     def _send(self, chunk: Chunk, cursor: Any, done: Batch | None, open_next: bool) -> Batch | None:
-        connection = self._connection
+        cursors = self._opened
         plan = open_next and self.plans
         sql, parameters = self._statement(chunk, cursor) if plan else ("", {})
         committing = planned = None
         committed = False
         with self._errors(sql or "COMMIT", parameters):
             try:
-                with connection.pipeline():
+                with cursors.connection.pipeline():
                     if done is not None:
-                        committing = connection.execute(b"COMMIT")
+                        committing = cursors.commit.execute(b"COMMIT")
                     if open_next:
-                        connection.execute(b"BEGIN")
+                        cursors.begin.execute(b"BEGIN")
                         if self._opening:
-                            connection.execute(self._opening)
+                            cursors.begin.execute(self._opening)
                     if plan:
-                        planned = connection.execute(sql.encode(), parameters)
+                        planned = cursors.plan.execute(sql.encode(), parameters)
             finally:
                 # Counted as soon as the COMMIT went through, whatever came after it.
                 committed = _committed(committing)
@@ -153,6 +154,21 @@ class BatchPipeline:
             yield
         except psycopg.Error as error:
             raise DBAPIError.instance(sql, parameters, error, psycopg.Error) from error
+
+
+class _Cursors:
+    """The cursors a chunk's batches reuse: creating three per batch cost a tenth of a
+    millisecond, 2 % of a 1,000-row batch."""
+
+    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+        self.connection = connection
+        self.commit = connection.cursor()
+        self.begin = connection.cursor()
+        self.plan = connection.cursor()
+
+    def close(self) -> None:
+        for cursor in (self.commit, self.begin, self.plan):
+            cursor.close()
 
 
 def _committed(result: psycopg.Cursor[Any] | None) -> bool:
