@@ -128,6 +128,17 @@ def run(services: Services, config: Config) -> list[Figure]:
             1.2,
             detail,
         ),
+        # The limit of the line above: batches of any size beat the loop by at most this.
+        speed(
+            "keyset_update_vs_loop",
+            f"{head}: one UPDATE of the whole table vs hand-written loop at {batch:,} (how far "
+            "any batching can beat the loop: the default's limit)",
+            samples,
+            "update",
+            "loop",
+            None,
+            detail,
+        ),
         speed(
             "keyset_default_vs_update",
             f"{head}: runner at its default batch size vs one UPDATE of the whole table (limit)",

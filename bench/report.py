@@ -86,6 +86,7 @@ SHORT = {
     "keyset_fixed_vs_loop_remote": "the same, the database\n0.5 ms away",
     "keyset_fixed_flushed_vs_loop": "the same, each COMMIT\nwaiting for the disk",
     "keyset_default_vs_loop": "keyset backfill, default size\nvs hand-written loop",
+    "keyset_update_vs_loop": "one UPDATE of the table\nvs hand-written loop (limit)",
     "keyset_default_vs_update": "keyset backfill, default size\nvs one UPDATE of the table",
     "keyset_default_vs_procedure": "keyset backfill, default size\nvs PL/pgSQL procedure",
     "rows_vs_loop": "row iteration\nvs hand-written loop",

@@ -4,7 +4,9 @@ For the keyset backfill and the row iteration, each at the task's default batch 
 fresh worker per run: the time from the deploy hook's spawn to the first committed batch (the
 first time the lane's progress reads above zero, polled every 5 ms), rows per second from
 then to finished_at, and the worker's peak RSS. Each figure is the large size's
-median over the small size's.
+median over the small size's. The hand-written keyset loop runs at both sizes too: its rows per
+second show how much the database itself slows down on the larger table (checkpoints, a
+table larger than shared_buffers), whoever writes to it.
 """
 
 from __future__ import annotations
@@ -66,7 +68,36 @@ def run(services: Services, config: Config) -> list[Figure]:
                 print(f"  {shape} at {rows:,} rows ...", file=sys.stderr, flush=True)
                 found[rows].append(one_run(services, shape, rows, config.size_timeout))
         figures += ratios(shape, small, large, found)
+    figures.append(loop_speed(services, config))
     return figures
+
+
+def loop_speed(services: Services, config: Config) -> Figure:
+    """The hand-written loop's rows per second on the large table over the small one's."""
+    small, large = config.size_rows
+    batch = config.keyset_batch
+    speeds: dict[int, list[float]] = {small: [], large: []}
+    for _ in range(config.size_repetitions):
+        for rows in (small, large):
+            print(f"  hand-written loop at {rows:,} rows ...", file=sys.stderr, flush=True)
+            create_users(services.engine, rows)
+            _, connected = services.run_loop("keyset", batch)
+            if count_unfilled(services.engine):
+                raise RuntimeError(f"the loop at {rows:,} rows left rows unfilled")
+            speeds[rows].append(rows / connected)
+    a, b = median(speeds[small]), median(speeds[large])
+    return Figure(
+        "size_loop_rows_per_second",
+        f"hand-written loop at {batch:,} keys, {large:,} vs {small:,} rows: rows per second (the "
+        "database's own slowdown on the larger table)",
+        b / a,
+        "x speed",
+        None,
+        "min",
+        f"{a:,.0f} -> {b:,.0f} rows/s",
+        [],
+        {"rows_per_second": {str(rows): found for rows, found in speeds.items()}},
+    )
 
 
 def ratios(

@@ -34,6 +34,7 @@ def test_every_benchmark_runs_and_writes_its_results(postgres_url: str, tmp_path
         "keyset_fixed_vs_loop_remote",
         "keyset_fixed_flushed_vs_loop",
         "keyset_default_vs_loop",
+        "keyset_update_vs_loop",
         "keyset_default_vs_update",
         "keyset_default_vs_procedure",
         "keyset_round_trips",
