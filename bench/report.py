@@ -60,6 +60,11 @@ def table(figures: Sequence[Figure]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+# Inches per bar of a ratio panel, and the height of the lower row of panels.
+BAR_INCHES = 0.55
+LOWER_INCHES = 4.75
+
+
 def plot(path: Path, figures: Sequence[Figure]) -> None:
     """Four panels: speed ratios, cost ratios, the adaptive trace, many small tasks."""
     import matplotlib
@@ -68,9 +73,13 @@ def plot(path: Path, figures: Sequence[Figure]) -> None:
     import matplotlib.pyplot as plt
 
     by_key = {figure.key: figure for figure in figures}
-    fig, axes = plt.subplots(2, 2, figsize=(14, 9.5))
     speed = [f for f in figures if f.unit == "x speed"]
     cost = [f for f in figures if f.unit in ("x time", "x memory", "x queries")]
+    # The ratio panels grow with their bars, so that the two-line labels never overlap.
+    top = BAR_INCHES * max(len(speed), len(cost), 8)
+    fig, axes = plt.subplots(
+        2, 2, figsize=(14, top + LOWER_INCHES), height_ratios=[top, LOWER_INCHES]
+    )
     _ratio_panel(axes[0][0], speed, "Speed against the baseline (higher is better)")
     _ratio_panel(axes[0][1], cost, "Cost against the baseline (lower is better)")
     _adaptive_panel(axes[1][0], by_key.get("adaptive_vs_fixed"))
@@ -95,6 +104,7 @@ SHORT = {
     "hook_vs_imports": "deploy hook, nothing new, vs\nimport celery, sqlalchemy, redis",
     "hook_pending_vs_imports": "deploy hook, 10 to publish, vs\nimport celery, sqlalchemy, redis",
     "hook_queries": "deploy hook queries,\n100 -> 1,000 files",
+    "size_loop_rows_per_second": "hand-written loop, 20,000,000\nvs 1,000,000 rows: rows/s",
     "memory_growth": "worker peak RSS,\n1,000,000 vs 100,000 rows",
 }
 
