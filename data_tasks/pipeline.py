@@ -157,8 +157,8 @@ class BatchPipeline:
 
 
 class _Cursors:
-    """The cursors a chunk's batches reuse: creating three per batch cost a tenth of a
-    millisecond, 2 % of a 1,000-row batch."""
+    """The cursors a chunk's batches reuse: making four new ones every batch cost about
+    0.05 ms in psycopg's pipeline, 1 % of a 1,000-key batch."""
 
     def __init__(self, connection: psycopg.Connection[Any]) -> None:
         self.connection = connection
