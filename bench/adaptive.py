@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import text
 
 from bench.config import Config
-from bench.data import count_unfilled, create_users, keyset_source, run_data_task
+from bench.data import create_users, keyset_source, require_filled, run_data_task
 from bench.figures import Figure, median, ratios
 from bench.services import Services, utc_now
 
@@ -64,8 +64,7 @@ def run(services: Services, config: Config) -> list[Figure]:
                     seconds, trace = traced_run(services, config)
                     adaptive.append(seconds)
                     traces.append(trace)
-                if count_unfilled(services.engine):
-                    raise RuntimeError(f"{mode} backfill left rows unfilled")
+                require_filled(services.engine, f"{mode} backfill")
             services.clear_tasks()
     speedup = ratios(fixed, adaptive)
     final = [trace[-1]["batch_size"] for trace in traces if trace]

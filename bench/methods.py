@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bench.costs import Cost, Counted, measure
-from bench.data import count_unfilled, create_users, run_data_task
+from bench.data import create_users, require_filled, run_data_task
 from bench.services import Services
 
 
@@ -63,9 +63,7 @@ def interleaved(
         for name in names[shift:] + names[:shift]:
             create_users(services.engine, rows)
             sample = methods[name]()
-            unfilled = count_unfilled(services.engine)
-            if unfilled:
-                raise RuntimeError(f"{name} left {unfilled} of {rows:,} rows unfilled")
+            require_filled(services.engine, f"{name} on {rows:,} rows")
             if round_number >= warmup:
                 samples[name].append(sample)
         services.clear_tasks()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.config import Config
-from bench.data import count_unfilled, create_users, rows_source, run_data_task
+from bench.data import create_users, require_filled, rows_source, run_data_task
 from bench.figures import Figure, median, ratios
 from bench.services import Services
 
@@ -16,8 +16,7 @@ def timed(services: Services, config: Config, processes: int) -> float:
     source = rows_source(config.rows_batch // 10, rounds=config.scale_rounds, parallel=SHARDS)
     with services.worker(concurrency=processes):
         result = run_data_task(services, "bench_scale_out", source, config.timeout)
-    if count_unfilled(services.engine):
-        raise RuntimeError("the sharded row iteration left rows unfilled")
+    require_filled(services.engine, "the sharded row iteration")
     return result.seconds
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import text
 
 from bench.config import Config
-from bench.data import count_unfilled, create_users, keyset_source, rows_source
+from bench.data import create_users, keyset_source, require_filled, rows_source
 from bench.figures import Figure, median
 from bench.services import Services, utc_now
 
@@ -49,8 +49,7 @@ def one_run(services: Services, shape: str, rows: int, timeout: float) -> dict[s
         _, finished = services.wait_succeeded([version], timeout)
         seconds = (finished - began_at).total_seconds()
         peak = worker.peak_rss_bytes()
-    if count_unfilled(services.engine):
-        raise RuntimeError(f"{shape} at {rows:,} rows left rows unfilled")
+    require_filled(services.engine, f"{shape} at {rows:,} rows")
     services.clear_tasks()
     # From the first batch on: the start, quoted on its own above, would flatter the large run.
     per_second = rows / (seconds - first)
@@ -82,8 +81,7 @@ def loop_speed(services: Services, config: Config) -> Figure:
             print(f"  hand-written loop at {rows:,} rows ...", file=sys.stderr, flush=True)
             create_users(services.engine, rows)
             _, connected = services.run_loop("keyset", batch)
-            if count_unfilled(services.engine):
-                raise RuntimeError(f"the loop at {rows:,} rows left rows unfilled")
+            require_filled(services.engine, f"the loop at {rows:,} rows")
             speeds[rows].append(rows / connected)
     a, b = median(speeds[small]), median(speeds[large])
     return Figure(
